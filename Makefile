@@ -1,0 +1,49 @@
+# portal — build, generate, test, bench.
+GO        ?= go
+BIN       := $(CURDIR)/bin
+TOOLS_MOD := -modfile=$(CURDIR)/tools/go.mod
+FUZZTIME  ?= 5s
+PKGS      := ./...
+
+.PHONY: all build generate proto-lint test unit fuzz vet e2e bench clean tools
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/portald ./cmd/portalctl
+
+# Plugins and buf are pinned in tools/go.mod (go tool directives).
+tools:
+	cd tools && $(GO) build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf \
+		google.golang.org/protobuf/cmd/protoc-gen-go \
+		google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+generate: tools
+	find proto -name '*.pb.go' -delete
+	cd proto && PATH=$(BIN):$$PATH buf lint && PATH=$(BIN):$$PATH buf generate
+
+proto-lint: tools
+	cd proto && PATH=$(BIN):$$PATH buf lint
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+unit:
+	$(GO) test -race -count=1 $(PKGS)
+
+# Each fuzz target runs for FUZZTIME (go test allows one -fuzz target per run).
+fuzz:
+	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$spec/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$spec $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$spec; \
+	  done; done
+
+test: vet unit fuzz
+
+bench:
+	$(GO) run ./bench/createsvc
+
+clean:
+	rm -rf $(BIN)
