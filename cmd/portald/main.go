@@ -1,0 +1,157 @@
+// Command portald is a portal gateway node: the replicated store, the gRPC
+// API and the HTTP endpoint (health, readiness, metrics). With no
+// configuration it runs the embedded default of DESIGN.md section 7.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/portal-lb/portal/cluster"
+	"github.com/portal-lb/portal/server"
+)
+
+// Version is set with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+func main() {
+	root := &cobra.Command{
+		Use:           "portald",
+		Short:         "portal gateway node: replicated Service API and load-balancer dataplane",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	v := bindConfig(root.Flags())
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := loadConfig(v, cmd.Flags())
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return run(ctx, cfg)
+	}
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "portald", Version) },
+	})
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "portald:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg *config) error {
+	log := newLogger(cfg)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Bind both listeners before opening the store, so that a taken port
+	// fails at once and cleanly.
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc-addr: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("http-addr: %w", err)
+	}
+	dataDir, _ := filepath.Abs(cfg.DataDir)
+	store, err := cluster.Open(cluster.Config{
+		NodeID:     cfg.NodeID,
+		DataDir:    dataDir,
+		RaftAddr:   cfg.RaftAddr,
+		GRPCAddr:   grpcLis.Addr().String(),
+		Cluster:    cfg.clusterConfig(),
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
+	gs, hs := server.New(store, server.Options{Logger: log, Registerer: reg})
+	httpSrv := &http.Server{Handler: server.NewHTTPHandler(store.Ready, reg), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(grpcLis) }()
+	go func() {
+		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+
+	if err := becomeReady(ctx, store); err != nil {
+		log.Error("not ready", "err", err)
+	} else {
+		server.SetServing(hs, true)
+	}
+	log.Info("portald ready", "api", grpcLis.Addr().String(), "http", "http://"+httpLis.Addr().String(),
+		"data", dataDir, "node", cfg.NodeID, "raft", store.RaftAddr(), "dataplane", cfg.Dataplane, "version", Version)
+	if cfg.Dataplane != "none" {
+		log.Warn("dataplane not built yet; serving the API only", "dataplane", cfg.Dataplane)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "signal", context.Cause(ctx))
+	case serveErr = <-errc:
+		log.Error("server failed", "err", serveErr)
+	}
+	server.SetServing(hs, false)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop() // watches never end by themselves
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutCtx)
+	if err := store.Close(); err != nil {
+		log.Error("closing store", "err", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// becomeReady waits for a leader and replicates the allocation config.
+func becomeReady(ctx context.Context, store *cluster.Store) error {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := store.WaitLeader(wctx); err != nil {
+		return err
+	}
+	return store.EnsureConfig(wctx)
+}
+
+func newLogger(cfg *config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	l := slog.New(h)
+	slog.SetDefault(l)
+	return l
+}
