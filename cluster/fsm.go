@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 	raftv1 "github.com/portal-lb/portal/proto/portal/raft/v1"
+	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
 
 // fsm applies raft log commands to the in-memory state. It never touches

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 	raftv1 "github.com/portal-lb/portal/proto/portal/raft/v1"
+	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
 
 // randomLog builds a mix of valid and conflicting commands.

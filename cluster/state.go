@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 	raftv1 "github.com/portal-lb/portal/proto/portal/raft/v1"
+	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
 
 // state is the in-memory replicated state. Stored objects are immutable:
