@@ -96,9 +96,18 @@ func TestInvalidRequestNamesFieldsAndWritesNothing(t *testing.T) {
 		}, SessionAffinity: "Sticky"},
 	}
 	for _, call := range []func() error{
-		func() error { _, err := e.lb.CreateService(ctx, &portalv1.CreateServiceRequest{Service: bad}); return err },
-		func() error { _, err := e.lb.ApplyService(ctx, &portalv1.ApplyServiceRequest{Service: bad}); return err },
-		func() error { _, err := e.lb.UpdateService(ctx, &portalv1.UpdateServiceRequest{Service: bad}); return err },
+		func() error {
+			_, err := e.lb.CreateService(ctx, &portalv1.CreateServiceRequest{Service: bad})
+			return err
+		},
+		func() error {
+			_, err := e.lb.ApplyService(ctx, &portalv1.ApplyServiceRequest{Service: bad})
+			return err
+		},
+		func() error {
+			_, err := e.lb.UpdateService(ctx, &portalv1.UpdateServiceRequest{Service: bad})
+			return err
+		},
 	} {
 		err := call()
 		if status.Code(err) != codes.InvalidArgument {

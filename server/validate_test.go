@@ -136,7 +136,9 @@ func TestServiceViolations(t *testing.T) {
 		}, "spec.sessionAffinityConfig"},
 		{"loadBalancerIP on ClusterIP", "ClusterIP", func(s *portalv1.Service) { s.Spec.LoadBalancerIp = "198.19.0.1" }, "spec.loadBalancerIP"},
 		{"loadBalancerIP syntax", "LoadBalancer", func(s *portalv1.Service) { s.Spec.LoadBalancerIp = "x" }, "spec.loadBalancerIP"},
-		{"source ranges CIDR", "LoadBalancer", func(s *portalv1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"198.18.0.0/15", "198.18.0.0/33"} }, "spec.loadBalancerSourceRanges[1]"},
+		{"source ranges CIDR", "LoadBalancer", func(s *portalv1.Service) {
+			s.Spec.LoadBalancerSourceRanges = []string{"198.18.0.0/15", "198.18.0.0/33"}
+		}, "spec.loadBalancerSourceRanges[1]"},
 		{"source ranges bare IP", "LoadBalancer", func(s *portalv1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"198.18.0.1"} }, "spec.loadBalancerSourceRanges[0]"},
 		{"source ranges on NodePort", "NodePort", func(s *portalv1.Service) { s.Spec.LoadBalancerSourceRanges = []string{"198.18.0.0/15"} }, "spec.loadBalancerSourceRanges[0]"},
 		{"externalName required", "ExternalName", func(s *portalv1.Service) { s.Spec.ExternalName = "" }, "spec.externalName"},
