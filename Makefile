@@ -5,7 +5,7 @@ TOOLS_MOD := -modfile=$(CURDIR)/tools/go.mod
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: all build generate proto-lint test unit fuzz vet e2e bench clean tools
+.PHONY: all build generate check-generate proto-lint test unit fuzz vet bench clean tools
 
 all: build
 
@@ -21,6 +21,11 @@ tools:
 generate: tools
 	find proto -name '*.pb.go' -delete
 	cd proto && PATH=$(BIN):$$PATH buf lint && PATH=$(BIN):$$PATH buf generate
+
+# CI: the committed generated code must be what `make generate` produces.
+check-generate: generate
+	@git diff --exit-code -- proto || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto; echo "make generate left untracked files"; exit 1; }
 
 proto-lint: tools
 	cd proto && PATH=$(BIN):$$PATH buf lint
