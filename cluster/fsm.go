@@ -53,6 +53,7 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 		f.st.revision = l.Index
 	}
 	if ev != nil {
+		ev.time = cmd.GetTime()
 		f.hub.publish(ev)
 	}
 	return res

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
@@ -14,6 +15,7 @@ import (
 type event struct {
 	typ       string
 	revision  uint64
+	time      *timestamppb.Timestamp // the command's time
 	service   *portalv1.Service
 	endpoints *portalv1.Endpoints
 }

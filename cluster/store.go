@@ -445,14 +445,14 @@ func listOf[V any](m map[string]V, ns string, meta func(V) *portalv1.ObjectMeta)
 // otherwise it resumes after revision rv (OUT_OF_RANGE when too old).
 func (s *Store) WatchServices(ctx context.Context, ns string, rv uint64, send func(*portalv1.WatchServicesResponse) error) error {
 	return s.watch(ctx, ns, rv, true, func(e *event) error {
-		return send(&portalv1.WatchServicesResponse{Type: e.typ, Service: e.service, ResourceVersion: e.revision})
+		return send(&portalv1.WatchServicesResponse{Type: e.typ, Service: e.service, ResourceVersion: e.revision, WriteTime: e.time})
 	})
 }
 
 // WatchEndpoints is WatchServices for Endpoints.
 func (s *Store) WatchEndpoints(ctx context.Context, ns string, rv uint64, send func(*portalv1.WatchEndpointsResponse) error) error {
 	return s.watch(ctx, ns, rv, false, func(e *event) error {
-		return send(&portalv1.WatchEndpointsResponse{Type: e.typ, Endpoints: e.endpoints, ResourceVersion: e.revision})
+		return send(&portalv1.WatchEndpointsResponse{Type: e.typ, Endpoints: e.endpoints, ResourceVersion: e.revision, WriteTime: e.time})
 	})
 }
 

@@ -504,7 +504,8 @@ func TestWatchEndpoints(t *testing.T) {
 	}
 	select {
 	case r := <-ch:
-		if r.GetType() != "ADDED" || r.GetEndpoints().GetSubsets()[0].GetAddresses()[0].GetIp() != "198.18.1.1" {
+		if r.GetType() != "ADDED" || r.GetEndpoints().GetSubsets()[0].GetAddresses()[0].GetIp() != "198.18.1.1" ||
+			time.Since(r.GetWriteTime().AsTime()) > time.Minute {
 			t.Fatalf("event %v", r)
 		}
 	case <-time.After(5 * time.Second):

@@ -9,6 +9,7 @@ package portalv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -672,8 +673,12 @@ type WatchServicesResponse struct {
 	Type            string   `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	Service         *Service `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
 	ResourceVersion uint64   `protobuf:"varint,3,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When the write was accepted (the proposer's clock); unset for the
+	// initial list and bookmarks. Dataplanes measure write-to-programmed
+	// latency from it.
+	WriteTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=write_time,json=writeTime,proto3" json:"write_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchServicesResponse) Reset() {
@@ -725,6 +730,13 @@ func (x *WatchServicesResponse) GetResourceVersion() uint64 {
 		return x.ResourceVersion
 	}
 	return 0
+}
+
+func (x *WatchServicesResponse) GetWriteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WriteTime
+	}
+	return nil
 }
 
 type PutEndpointsRequest struct {
@@ -1193,6 +1205,7 @@ type WatchEndpointsResponse struct {
 	Type            string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	Endpoints       *Endpoints             `protobuf:"bytes,2,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
 	ResourceVersion uint64                 `protobuf:"varint,3,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
+	WriteTime       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=write_time,json=writeTime,proto3" json:"write_time,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1248,11 +1261,18 @@ func (x *WatchEndpointsResponse) GetResourceVersion() uint64 {
 	return 0
 }
 
+func (x *WatchEndpointsResponse) GetWriteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WriteTime
+	}
+	return nil
+}
+
 var File_portal_v1_service_proto protoreflect.FileDescriptor
 
 const file_portal_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x17portal/v1/service.proto\x12\tportal.v1\x1a\x15portal/v1/types.proto\"D\n" +
+	"\x17portal/v1/service.proto\x12\tportal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15portal/v1/types.proto\"D\n" +
 	"\x14CreateServiceRequest\x12,\n" +
 	"\aservice\x18\x01 \x01(\v2\x12.portal.v1.ServiceR\aservice\"E\n" +
 	"\x15CreateServiceResponse\x12,\n" +
@@ -1290,11 +1310,13 @@ const file_portal_v1_service_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\v2\x12.portal.v1.ServiceR\aservice\"_\n" +
 	"\x14WatchServicesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"\x84\x01\n" +
+	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"\xbf\x01\n" +
 	"\x15WatchServicesResponse\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12,\n" +
 	"\aservice\x18\x02 \x01(\v2\x12.portal.v1.ServiceR\aservice\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\"I\n" +
+	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\x129\n" +
+	"\n" +
+	"write_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\twriteTime\"I\n" +
 	"\x13PutEndpointsRequest\x122\n" +
 	"\tendpoints\x18\x01 \x01(\v2\x14.portal.v1.EndpointsR\tendpoints\"b\n" +
 	"\x14PutEndpointsResponse\x122\n" +
@@ -1324,11 +1346,13 @@ const file_portal_v1_service_proto_rawDesc = "" +
 	"\tendpoints\x18\x01 \x01(\v2\x14.portal.v1.EndpointsR\tendpoints\"`\n" +
 	"\x15WatchEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"\x8b\x01\n" +
+	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"\xc6\x01\n" +
 	"\x16WatchEndpointsResponse\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x122\n" +
 	"\tendpoints\x18\x02 \x01(\v2\x14.portal.v1.EndpointsR\tendpoints\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion2\xfd\a\n" +
+	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\x129\n" +
+	"\n" +
+	"write_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\twriteTime2\xfd\a\n" +
 	"\x13LoadBalancerService\x12R\n" +
 	"\rCreateService\x12\x1f.portal.v1.CreateServiceRequest\x1a .portal.v1.CreateServiceResponse\x12I\n" +
 	"\n" +
@@ -1383,7 +1407,8 @@ var file_portal_v1_service_proto_goTypes = []any{
 	(*WatchEndpointsRequest)(nil),   // 22: portal.v1.WatchEndpointsRequest
 	(*WatchEndpointsResponse)(nil),  // 23: portal.v1.WatchEndpointsResponse
 	(*Service)(nil),                 // 24: portal.v1.Service
-	(*Endpoints)(nil),               // 25: portal.v1.Endpoints
+	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
+	(*Endpoints)(nil),               // 26: portal.v1.Endpoints
 }
 var file_portal_v1_service_proto_depIdxs = []int32{
 	24, // 0: portal.v1.CreateServiceRequest.service:type_name -> portal.v1.Service
@@ -1396,41 +1421,43 @@ var file_portal_v1_service_proto_depIdxs = []int32{
 	24, // 7: portal.v1.ApplyServiceResponse.service:type_name -> portal.v1.Service
 	24, // 8: portal.v1.DeleteServiceResponse.service:type_name -> portal.v1.Service
 	24, // 9: portal.v1.WatchServicesResponse.service:type_name -> portal.v1.Service
-	25, // 10: portal.v1.PutEndpointsRequest.endpoints:type_name -> portal.v1.Endpoints
-	25, // 11: portal.v1.PutEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	25, // 12: portal.v1.GetEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	25, // 13: portal.v1.ListEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	25, // 14: portal.v1.DeleteEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	25, // 15: portal.v1.WatchEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	0,  // 16: portal.v1.LoadBalancerService.CreateService:input_type -> portal.v1.CreateServiceRequest
-	2,  // 17: portal.v1.LoadBalancerService.GetService:input_type -> portal.v1.GetServiceRequest
-	4,  // 18: portal.v1.LoadBalancerService.ListServices:input_type -> portal.v1.ListServicesRequest
-	6,  // 19: portal.v1.LoadBalancerService.UpdateService:input_type -> portal.v1.UpdateServiceRequest
-	8,  // 20: portal.v1.LoadBalancerService.ApplyService:input_type -> portal.v1.ApplyServiceRequest
-	10, // 21: portal.v1.LoadBalancerService.DeleteService:input_type -> portal.v1.DeleteServiceRequest
-	12, // 22: portal.v1.LoadBalancerService.WatchServices:input_type -> portal.v1.WatchServicesRequest
-	14, // 23: portal.v1.LoadBalancerService.PutEndpoints:input_type -> portal.v1.PutEndpointsRequest
-	16, // 24: portal.v1.LoadBalancerService.GetEndpoints:input_type -> portal.v1.GetEndpointsRequest
-	18, // 25: portal.v1.LoadBalancerService.ListEndpoints:input_type -> portal.v1.ListEndpointsRequest
-	20, // 26: portal.v1.LoadBalancerService.DeleteEndpoints:input_type -> portal.v1.DeleteEndpointsRequest
-	22, // 27: portal.v1.LoadBalancerService.WatchEndpoints:input_type -> portal.v1.WatchEndpointsRequest
-	1,  // 28: portal.v1.LoadBalancerService.CreateService:output_type -> portal.v1.CreateServiceResponse
-	3,  // 29: portal.v1.LoadBalancerService.GetService:output_type -> portal.v1.GetServiceResponse
-	5,  // 30: portal.v1.LoadBalancerService.ListServices:output_type -> portal.v1.ListServicesResponse
-	7,  // 31: portal.v1.LoadBalancerService.UpdateService:output_type -> portal.v1.UpdateServiceResponse
-	9,  // 32: portal.v1.LoadBalancerService.ApplyService:output_type -> portal.v1.ApplyServiceResponse
-	11, // 33: portal.v1.LoadBalancerService.DeleteService:output_type -> portal.v1.DeleteServiceResponse
-	13, // 34: portal.v1.LoadBalancerService.WatchServices:output_type -> portal.v1.WatchServicesResponse
-	15, // 35: portal.v1.LoadBalancerService.PutEndpoints:output_type -> portal.v1.PutEndpointsResponse
-	17, // 36: portal.v1.LoadBalancerService.GetEndpoints:output_type -> portal.v1.GetEndpointsResponse
-	19, // 37: portal.v1.LoadBalancerService.ListEndpoints:output_type -> portal.v1.ListEndpointsResponse
-	21, // 38: portal.v1.LoadBalancerService.DeleteEndpoints:output_type -> portal.v1.DeleteEndpointsResponse
-	23, // 39: portal.v1.LoadBalancerService.WatchEndpoints:output_type -> portal.v1.WatchEndpointsResponse
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	25, // 10: portal.v1.WatchServicesResponse.write_time:type_name -> google.protobuf.Timestamp
+	26, // 11: portal.v1.PutEndpointsRequest.endpoints:type_name -> portal.v1.Endpoints
+	26, // 12: portal.v1.PutEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	26, // 13: portal.v1.GetEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	26, // 14: portal.v1.ListEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	26, // 15: portal.v1.DeleteEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	26, // 16: portal.v1.WatchEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	25, // 17: portal.v1.WatchEndpointsResponse.write_time:type_name -> google.protobuf.Timestamp
+	0,  // 18: portal.v1.LoadBalancerService.CreateService:input_type -> portal.v1.CreateServiceRequest
+	2,  // 19: portal.v1.LoadBalancerService.GetService:input_type -> portal.v1.GetServiceRequest
+	4,  // 20: portal.v1.LoadBalancerService.ListServices:input_type -> portal.v1.ListServicesRequest
+	6,  // 21: portal.v1.LoadBalancerService.UpdateService:input_type -> portal.v1.UpdateServiceRequest
+	8,  // 22: portal.v1.LoadBalancerService.ApplyService:input_type -> portal.v1.ApplyServiceRequest
+	10, // 23: portal.v1.LoadBalancerService.DeleteService:input_type -> portal.v1.DeleteServiceRequest
+	12, // 24: portal.v1.LoadBalancerService.WatchServices:input_type -> portal.v1.WatchServicesRequest
+	14, // 25: portal.v1.LoadBalancerService.PutEndpoints:input_type -> portal.v1.PutEndpointsRequest
+	16, // 26: portal.v1.LoadBalancerService.GetEndpoints:input_type -> portal.v1.GetEndpointsRequest
+	18, // 27: portal.v1.LoadBalancerService.ListEndpoints:input_type -> portal.v1.ListEndpointsRequest
+	20, // 28: portal.v1.LoadBalancerService.DeleteEndpoints:input_type -> portal.v1.DeleteEndpointsRequest
+	22, // 29: portal.v1.LoadBalancerService.WatchEndpoints:input_type -> portal.v1.WatchEndpointsRequest
+	1,  // 30: portal.v1.LoadBalancerService.CreateService:output_type -> portal.v1.CreateServiceResponse
+	3,  // 31: portal.v1.LoadBalancerService.GetService:output_type -> portal.v1.GetServiceResponse
+	5,  // 32: portal.v1.LoadBalancerService.ListServices:output_type -> portal.v1.ListServicesResponse
+	7,  // 33: portal.v1.LoadBalancerService.UpdateService:output_type -> portal.v1.UpdateServiceResponse
+	9,  // 34: portal.v1.LoadBalancerService.ApplyService:output_type -> portal.v1.ApplyServiceResponse
+	11, // 35: portal.v1.LoadBalancerService.DeleteService:output_type -> portal.v1.DeleteServiceResponse
+	13, // 36: portal.v1.LoadBalancerService.WatchServices:output_type -> portal.v1.WatchServicesResponse
+	15, // 37: portal.v1.LoadBalancerService.PutEndpoints:output_type -> portal.v1.PutEndpointsResponse
+	17, // 38: portal.v1.LoadBalancerService.GetEndpoints:output_type -> portal.v1.GetEndpointsResponse
+	19, // 39: portal.v1.LoadBalancerService.ListEndpoints:output_type -> portal.v1.ListEndpointsResponse
+	21, // 40: portal.v1.LoadBalancerService.DeleteEndpoints:output_type -> portal.v1.DeleteEndpointsResponse
+	23, // 41: portal.v1.LoadBalancerService.WatchEndpoints:output_type -> portal.v1.WatchEndpointsResponse
+	30, // [30:42] is the sub-list for method output_type
+	18, // [18:30] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_portal_v1_service_proto_init() }
