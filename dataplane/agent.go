@@ -1,0 +1,307 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
+)
+
+// Source streams the replicated state (the store, or a remote API).
+type Source interface {
+	WatchServices(ctx context.Context, ns string, rv uint64, send func(*portalv1.WatchServicesResponse) error) error
+	WatchEndpoints(ctx context.Context, ns string, rv uint64, send func(*portalv1.WatchEndpointsResponse) error) error
+}
+
+// AgentConfig configures an Agent.
+type AgentConfig struct {
+	Source    Source
+	Dataplane Interface
+	Node      Node
+	// MinSyncInterval bounds how often Sync runs: changes arriving within it
+	// are coalesced into one sync (default 10ms).
+	MinSyncInterval time.Duration
+	// ResyncInterval forces a full sync periodically (default 30s), which
+	// repairs anything changed behind the dataplane's back.
+	ResyncInterval time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+}
+
+// Agent is the node agent: it keeps a local copy of services and endpoints
+// from the Source, and reconciles the dataplane with what Build makes of
+// them: coalesced, rate-bounded, level-triggered, retried with backoff.
+type Agent struct {
+	cfg AgentConfig
+	log *slog.Logger
+	m   *agentMetrics
+
+	mu        sync.Mutex
+	services  map[string]*portalv1.Service
+	endpoints map[string]*portalv1.Endpoints
+	revision  uint64
+	listed    int       // how many of the two watches have delivered their initial list
+	pending   time.Time // oldest write not yet programmed
+	trigger   chan struct{}
+
+	syncedMu sync.Mutex
+	synced   uint64 // revision of the last successful sync
+}
+
+// NewAgent returns an agent; Run starts it.
+func NewAgent(cfg AgentConfig) *Agent {
+	if cfg.MinSyncInterval <= 0 {
+		cfg.MinSyncInterval = 10 * time.Millisecond
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Agent{
+		cfg: cfg, log: cfg.Logger, m: newAgentMetrics(cfg.Registerer),
+		services: map[string]*portalv1.Service{}, endpoints: map[string]*portalv1.Endpoints{},
+		trigger: make(chan struct{}, 1),
+	}
+}
+
+// Run watches and reconciles until ctx ends.
+func (a *Agent) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.watchServices(ctx) }()
+	go func() { defer wg.Done(); a.watchEndpoints(ctx) }()
+	a.syncLoop(ctx)
+	wg.Wait()
+}
+
+// SyncedRevision is the state revision last programmed successfully.
+func (a *Agent) SyncedRevision() uint64 {
+	a.syncedMu.Lock()
+	defer a.syncedMu.Unlock()
+	return a.synced
+}
+
+func (a *Agent) kick() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// changed records a write (its time, for latency) and triggers a sync.
+func (a *Agent) changed(rv uint64, when time.Time) {
+	if rv > a.revision {
+		a.revision = rv
+	}
+	if !when.IsZero() && (a.pending.IsZero() || when.Before(a.pending)) {
+		a.pending = when
+	}
+	a.kick()
+}
+
+func (a *Agent) watchServices(ctx context.Context) {
+	watchLoop(ctx, a.log, "services", func() error {
+		fresh := map[string]*portalv1.Service{}
+		listing := true
+		return a.cfg.Source.WatchServices(ctx, "", 0, func(r *portalv1.WatchServicesResponse) error {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			k := key(r.GetService().GetMetadata())
+			switch {
+			case r.GetType() == portalv1.EventBookmark:
+				if listing {
+					listing = false
+					a.services = fresh
+					a.listed++
+					a.changed(r.GetResourceVersion(), time.Time{})
+				}
+			case listing:
+				fresh[k] = r.GetService()
+			case r.GetType() == portalv1.EventDeleted:
+				delete(a.services, k)
+				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
+			default:
+				a.services[k] = r.GetService()
+				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
+			}
+			return nil
+		})
+	})
+}
+
+func (a *Agent) watchEndpoints(ctx context.Context) {
+	watchLoop(ctx, a.log, "endpoints", func() error {
+		fresh := map[string]*portalv1.Endpoints{}
+		listing := true
+		return a.cfg.Source.WatchEndpoints(ctx, "", 0, func(r *portalv1.WatchEndpointsResponse) error {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			k := key(r.GetEndpoints().GetMetadata())
+			switch {
+			case r.GetType() == portalv1.EventBookmark:
+				if listing {
+					listing = false
+					a.endpoints = fresh
+					a.listed++
+					a.changed(r.GetResourceVersion(), time.Time{})
+				}
+			case listing:
+				fresh[k] = r.GetEndpoints()
+			case r.GetType() == portalv1.EventDeleted:
+				delete(a.endpoints, k)
+				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
+			default:
+				a.endpoints[k] = r.GetEndpoints()
+				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
+			}
+			return nil
+		})
+	})
+}
+
+func writeTime(ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	return ts.AsTime()
+}
+
+// watchLoop re-runs a watch (from a fresh list) until ctx ends.
+func watchLoop(ctx context.Context, log *slog.Logger, what string, watch func() error) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := watch()
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		log.Warn("watch ended; listing again", "what", what, "err", err, "retry", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (a *Agent) syncLoop(ctx context.Context) {
+	resync := time.NewTimer(a.cfg.ResyncInterval)
+	defer resync.Stop()
+	var retry <-chan time.Time
+	var last time.Time
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.trigger:
+		case <-resync.C:
+		case <-retry:
+		}
+		retry = nil
+		// Bound the frequency: what arrives meanwhile joins this sync.
+		if wait := a.cfg.MinSyncInterval - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		select {
+		case <-a.trigger:
+		default:
+		}
+		a.mu.Lock()
+		if a.listed < 2 {
+			a.mu.Unlock()
+			continue // never program a half-listed state
+		}
+		services := make([]*portalv1.Service, 0, len(a.services))
+		for _, s := range a.services {
+			services = append(services, s)
+		}
+		endpoints := make(map[string]*portalv1.Endpoints, len(a.endpoints))
+		for k, e := range a.endpoints {
+			endpoints[k] = e
+		}
+		rev, pending := a.revision, a.pending
+		a.pending = time.Time{}
+		a.mu.Unlock()
+
+		desired := Build(services, endpoints, a.cfg.Node, rev)
+		start := time.Now()
+		err := a.cfg.Dataplane.Sync(ctx, desired)
+		last = time.Now()
+		a.m.syncDuration.Observe(last.Sub(start).Seconds())
+		resync.Reset(a.cfg.ResyncInterval)
+		if err != nil {
+			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+				return
+			}
+			failures++
+			a.m.syncErrors.Inc()
+			backoff := min(100*time.Millisecond<<min(failures-1, 8), 30*time.Second)
+			a.log.Error("dataplane sync failed", "err", err, "failures", failures, "retry", backoff)
+			a.mu.Lock()
+			if !pending.IsZero() && (a.pending.IsZero() || pending.Before(a.pending)) {
+				a.pending = pending
+			}
+			a.mu.Unlock()
+			retry = time.After(backoff)
+			continue
+		}
+		if failures > 0 {
+			a.log.Info("dataplane sync recovered", "after_failures", failures)
+		}
+		failures = 0
+		if !pending.IsZero() {
+			a.m.writeToProgrammed.Observe(last.Sub(pending).Seconds())
+		}
+		a.m.servers.Set(float64(len(desired.Servers)))
+		a.m.lastSync.Set(float64(last.Unix()))
+		a.syncedMu.Lock()
+		a.synced = rev
+		a.syncedMu.Unlock()
+	}
+}
+
+type agentMetrics struct {
+	syncDuration      prometheus.Histogram
+	writeToProgrammed prometheus.Histogram
+	syncErrors        prometheus.Counter
+	servers           prometheus.Gauge
+	lastSync          prometheus.Gauge
+}
+
+func newAgentMetrics(r prometheus.Registerer) *agentMetrics {
+	m := &agentMetrics{
+		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "portal_dataplane_sync_duration_seconds", Help: "Duration of one dataplane Sync.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}),
+		writeToProgrammed: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "portal_dataplane_write_to_programmed_seconds", Help: "Time from an API write to the dataplane programmed with it on this node.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "portal_dataplane_sync_errors_total", Help: "Failed dataplane syncs."}),
+		servers:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "portal_dataplane_virtual_servers", Help: "Virtual servers programmed on this node."}),
+		lastSync:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "portal_dataplane_last_sync_timestamp_seconds", Help: "Unix time of the last successful sync."}),
+	}
+	if r != nil {
+		r.MustRegister(m.syncDuration, m.writeToProgrammed, m.syncErrors, m.servers, m.lastSync)
+	}
+	return m
+}
