@@ -144,6 +144,16 @@ func parseRange(s string) (int32, int32, error) {
 	return int32(a), int32(b), nil
 }
 
+func (c *config) nodeAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range c.NodeAddresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
 func (c *config) clusterConfig() *portalv1.ClusterConfig {
 	return &portalv1.ClusterConfig{
 		ServiceCidr:            c.ServiceCIDR,

@@ -21,6 +21,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portal-lb/portal/cluster"
+	"github.com/portal-lb/portal/dataplane"
+	"github.com/portal-lb/portal/dataplane/userspace"
 	"github.com/portal-lb/portal/server"
 )
 
@@ -102,11 +104,20 @@ func run(ctx context.Context, cfg *config) error {
 	} else {
 		server.SetServing(hs, true)
 	}
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	agentDone := make(chan struct{})
+	dp := newDataplane(cfg, log, reg)
+	if dp != nil {
+		agent := dataplane.NewAgent(dataplane.AgentConfig{
+			Source: store, Dataplane: dp, Logger: log, Registerer: reg,
+			Node: dataplane.Node{Name: cfg.NodeID, Addresses: cfg.nodeAddrs()},
+		})
+		go func() { agent.Run(agentCtx); close(agentDone) }()
+	} else {
+		close(agentDone)
+	}
 	log.Info("portald ready", "api", grpcLis.Addr().String(), "http", "http://"+httpLis.Addr().String(),
 		"data", dataDir, "node", cfg.NodeID, "raft", store.RaftAddr(), "dataplane", cfg.Dataplane, "version", Version)
-	if cfg.Dataplane != "none" {
-		log.Warn("dataplane not built yet; serving the API only", "dataplane", cfg.Dataplane)
-	}
 
 	var serveErr error
 	select {
@@ -123,6 +134,11 @@ func run(ctx context.Context, cfg *config) error {
 	case <-time.After(5 * time.Second):
 		gs.Stop() // watches never end by themselves
 	}
+	stopAgent()
+	<-agentDone
+	if dp != nil {
+		_ = dp.Cleanup(context.Background())
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = httpSrv.Shutdown(shutCtx)
@@ -131,6 +147,20 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// newDataplane returns the configured dataplane; nil for none (or one not
+// built yet, which is logged).
+func newDataplane(cfg *config, log *slog.Logger, reg prometheus.Registerer) dataplane.Interface {
+	switch cfg.Dataplane {
+	case "userspace":
+		return userspace.New(userspace.Config{Logger: log, Registerer: reg})
+	case "none":
+		return nil
+	default:
+		log.Warn("dataplane not built yet; serving the API only", "dataplane", cfg.Dataplane)
+		return nil
+	}
 }
 
 // becomeReady waits for a leader and replicates the allocation config.
