@@ -110,7 +110,7 @@ func TestRestartKeepsObjectsAndAllocations(t *testing.T) {
 	dir := t.TempDir()
 	grpcAddr, httpAddr, raftAddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
 	opts := harness.Options{Dir: dir, GRPC: grpcAddr, HTTP: httpAddr,
-		Args: []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--raft-addr", raftAddr, "--node-id", "gw-1"}}
+		Args: []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--raft-addr", raftAddr, "--node-id", "gw-1", "--dataplane", "none"}}
 	p := harness.StartPortald(t, bin, opts)
 	c := client(t, p.GRPC)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -172,7 +172,7 @@ func TestConfigurationSources(t *testing.T) {
 	cfg := filepath.Join(dir, "portald.yaml")
 	os.WriteFile(cfg, []byte("service-cidr: 198.18.0.0/24\nlb-pool: 198.19.0.0/24\nnode-port-range: 31000-31010\nraft-addr: "+harness.FreeAddr(t)+"\ngrpc-addr: 127.0.0.1:1\n"), 0o644)
 	p := harness.StartPortald(t, bin, harness.Options{Dir: dir, GRPC: grpcAddr, HTTP: httpAddr,
-		Args: []string{"--config", cfg, "--grpc-addr", grpcAddr, "--lb-pool", "198.19.1.0/24"},
+		Args: []string{"--config", cfg, "--grpc-addr", grpcAddr, "--lb-pool", "198.19.1.0/24", "--dataplane", "none"},
 		Env:  []string{"PORTAL_HTTP_ADDR=" + httpAddr, "PORTAL_LB_POOL=198.19.2.0/24", "PORTAL_NODE_PORT_RANGE=31000-31001"}})
 	c := client(t, p.GRPC)
 	ctx := context.Background()
