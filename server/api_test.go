@@ -256,7 +256,7 @@ func TestReflectionHealthClusterAndMetrics(t *testing.T) {
 	}
 	_, _ = e.lb.GetService(ctx, &portalv1.GetServiceRequest{Name: "missing"})
 
-	srv := httptest.NewServer(server.NewHTTPHandler(e.store.Ready, e.reg))
+	srv := httptest.NewServer(server.NewHTTPHandler(e.store.Ready, e.reg, false))
 	defer srv.Close()
 	for path, want := range map[string]string{
 		"/healthz": "ok",

@@ -33,6 +33,7 @@ type config struct {
 	AllowLoopbackEndpoints bool
 	LogLevel               string
 	LogFormat              string
+	EnablePprof            bool
 }
 
 var dataplanes = []string{"userspace", "iptables", "ipvs", "none"}
@@ -56,6 +57,7 @@ func bindConfig(fs *pflag.FlagSet) *viper.Viper {
 	fs.Bool("allow-loopback-endpoints", true, "accept loopback endpoint addresses (single-node embedded use)")
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.String("log-format", "text", "log format: text or json")
+	fs.Bool("enable-pprof", false, "serve Go's /debug/pprof/ on the HTTP address")
 
 	v := viper.New()
 	v.SetEnvPrefix("PORTAL")
@@ -96,6 +98,7 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		AllowLoopbackEndpoints: v.GetBool("allow-loopback-endpoints"),
 		LogLevel:               v.GetString("log-level"),
 		LogFormat:              v.GetString("log-format"),
+		EnablePprof:            v.GetBool("enable-pprof"),
 	}
 	var errs []string
 	bad := func(key, format string, args ...any) { errs = append(errs, key+": "+fmt.Sprintf(format, args...)) }

@@ -90,7 +90,7 @@ func run(ctx context.Context, cfg *config) error {
 		return err
 	}
 	gs, hs := server.New(store, server.Options{Logger: log, Registerer: reg})
-	httpSrv := &http.Server{Handler: server.NewHTTPHandler(store.Ready, reg), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: server.NewHTTPHandler(store.Ready, reg, cfg.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() {

@@ -3,6 +3,7 @@ package userspace
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -185,13 +186,12 @@ func (f *frontend) serveTCP(c *net.TCPConn) {
 		delete(f.conns, tc)
 		f.mu.Unlock()
 	}()
-	// TCPConn.ReadFrom splices socket to socket on Linux: the bytes stay in
-	// the kernel. Each direction half-closes the other side when it ends.
+	// Each direction half-closes the other side when it ends.
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, err := up.ReadFrom(c)
+		n, err := pipe(up, c)
 		s.m.bytesIn.Add(float64(n))
 		if err != nil {
 			tc.close()
@@ -199,7 +199,7 @@ func (f *frontend) serveTCP(c *net.TCPConn) {
 		}
 		_ = up.CloseWrite()
 	}()
-	n, err := c.ReadFrom(up)
+	n, err := pipe(c, up)
 	s.m.bytesOut.Add(float64(n))
 	if err != nil {
 		tc.close()
@@ -208,6 +208,43 @@ func (f *frontend) serveTCP(c *net.TCPConn) {
 	}
 	wg.Wait()
 	tc.close()
+}
+
+// copyBufs holds the buffers of plain read/write copying.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+// pipe copies src to dst. Request/response traffic moves in small reads,
+// for which read+write with a pooled buffer is cheapest (splice costs two
+// calls and a pipe per chunk); once a read fills the whole buffer the flow
+// is bulk, and the rest is spliced socket to socket (TCPConn.ReadFrom),
+// so the bytes stay in the kernel.
+func pipe(dst, src *net.TCPConn) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				copyBufs.Put(bp)
+				return total, werr
+			}
+		}
+		if rerr != nil {
+			copyBufs.Put(bp)
+			if rerr == io.EOF {
+				return total, nil
+			}
+			return total, rerr
+		}
+		if n == len(buf) {
+			copyBufs.Put(bp)
+			m, err := dst.ReadFrom(src)
+			return total + m, err
+		}
+	}
 }
 
 // dial connects to a backend, trying others when one refuses or times out;

@@ -340,3 +340,43 @@ func TestBindFailureDoesNotBlockOthers(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// TestBulkTransferIntact pushes megabytes each way, so that both the
+// read/write path and the splice path (after a full buffer) carry data.
+func TestBulkTransferIntact(t *testing.T) {
+	p, _ := newProxy(t)
+	a := harness.StartBackend(t, "a", "127.0.0.1:0")
+	v := vs(frontendIP(), 8080, "TCP", a)
+	syncOrFail(t, p, v)
+	c, err := net.Dial("tcp", v.Frontend.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rd := bufio.NewReader(c)
+	if _, err := rd.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 8<<20)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	go func() {
+		c.Write(payload)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	back, err := io.ReadAll(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != len(payload) || string(back) != string(payload) {
+		t.Fatalf("echoed %d bytes, want %d intact", len(back), len(payload))
+	}
+	harness.Eventually(t, 2*time.Second, "bytes counted", func() error {
+		in := testutil.ToFloat64(p.m.bytes.WithLabelValues("default/web:http", "in"))
+		if in != float64(len(payload)) {
+			return fmt.Errorf("bytes in %v", in)
+		}
+		return nil
+	})
+}
