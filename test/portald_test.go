@@ -188,10 +188,17 @@ func TestConfigurationSources(t *testing.T) {
 	}
 	p.Stop(t)
 
+	// The shipped example configuration is accepted as it is.
+	shipped, _ := filepath.Abs("../configs/portald.yaml")
+	g2, h2 := harness.FreeAddr(t), harness.FreeAddr(t)
+	harness.StartPortald(t, bin, harness.Options{GRPC: g2, HTTP: h2, Args: []string{"--config", shipped,
+		"--grpc-addr", g2, "--http-addr", h2, "--raft-addr", harness.FreeAddr(t), "--dataplane", "none"}}).Stop(t)
+
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
+		{[]string{"--drain-grace", "0s"}, "drain-grace"},
 		{[]string{"--dataplane", "ebpf"}, "dataplane"},
 		{[]string{"--service-cidr", "10.0.0.0/40"}, "service-cidr"},
 		{[]string{"--node-port-range", "32767-30000"}, "node-port-range"},

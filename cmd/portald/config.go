@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -34,6 +35,9 @@ type config struct {
 	LogLevel               string
 	LogFormat              string
 	EnablePprof            bool
+	DrainGrace             time.Duration
+	UDPIdleTimeout         time.Duration
+	DialTimeout            time.Duration
 }
 
 var dataplanes = []string{"userspace", "iptables", "ipvs", "none"}
@@ -58,6 +62,9 @@ func bindConfig(fs *pflag.FlagSet) *viper.Viper {
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.String("log-format", "text", "log format: text or json")
 	fs.Bool("enable-pprof", false, "serve Go's /debug/pprof/ on the HTTP address")
+	fs.Duration("drain-grace", 30*time.Second, "userspace: how long connections to a removed endpoint or deleted service keep running")
+	fs.Duration("udp-idle-timeout", 30*time.Second, "userspace: end a UDP flow after this long without traffic")
+	fs.Duration("dial-timeout", time.Second, "userspace: give up on a backend that does not accept within this (the connection tries another)")
 
 	v := viper.New()
 	v.SetEnvPrefix("PORTAL")
@@ -99,6 +106,9 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		LogLevel:               v.GetString("log-level"),
 		LogFormat:              v.GetString("log-format"),
 		EnablePprof:            v.GetBool("enable-pprof"),
+		DrainGrace:             v.GetDuration("drain-grace"),
+		UDPIdleTimeout:         v.GetDuration("udp-idle-timeout"),
+		DialTimeout:            v.GetDuration("dial-timeout"),
 	}
 	var errs []string
 	bad := func(key, format string, args ...any) { errs = append(errs, key+": "+fmt.Sprintf(format, args...)) }
@@ -126,6 +136,11 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		bad("log-level", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	for key, d := range map[string]time.Duration{"drain-grace": c.DrainGrace, "udp-idle-timeout": c.UDPIdleTimeout, "dial-timeout": c.DialTimeout} {
+		if d <= 0 {
+			bad(key, "must be a positive duration such as 30s")
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log-format", "%q is not text or json", c.LogFormat)

@@ -154,7 +154,10 @@ func run(ctx context.Context, cfg *config) error {
 func newDataplane(cfg *config, log *slog.Logger, reg prometheus.Registerer) dataplane.Interface {
 	switch cfg.Dataplane {
 	case "userspace":
-		return userspace.New(userspace.Config{Logger: log, Registerer: reg})
+		return userspace.New(userspace.Config{
+			Logger: log, Registerer: reg,
+			DrainGrace: cfg.DrainGrace, UDPIdleTimeout: cfg.UDPIdleTimeout, DialTimeout: cfg.DialTimeout,
+		})
 	case "none":
 		return nil
 	default:

@@ -21,11 +21,13 @@ type frontend struct {
 	ln *net.TCPListener
 	pc *net.UDPConn
 
-	mu     sync.Mutex // guards conns, flows and closed; not on the data path
-	conns  map[*tcpConn]struct{}
-	flows  map[netip.AddrPort]*udpFlow
-	closed bool
-	done   chan struct{}
+	mu    sync.Mutex // guards conns, flowSet and closed; per connection or flow, never per byte
+	conns map[*tcpConn]struct{}
+	// flowSet holds live UDP flows for control operations (drain,
+	// shutdown). The per-datagram lookup uses udpLoop's own map instead.
+	flowSet map[*udpFlow]struct{}
+	closed  bool
+	done    chan struct{}
 }
 
 type tcpConn struct {
@@ -61,11 +63,10 @@ func (f *frontend) update(s *service, grace time.Duration) {
 	// UDP flows to a removed backend end at once: a client must not keep
 	// sending into a black hole; its next datagram picks a live backend.
 	f.mu.Lock()
-	for client, fl := range f.flows {
+	for fl := range f.flowSet {
 		for _, b := range gone {
 			if fl.backend == b {
-				fl.up.Close()
-				delete(f.flows, client)
+				fl.end()
 			}
 		}
 	}
@@ -110,8 +111,8 @@ func (f *frontend) shutdown(grace time.Duration) {
 		for c := range f.conns {
 			c.close()
 		}
-		for _, fl := range f.flows {
-			fl.up.Close()
+		for fl := range f.flowSet {
+			fl.end()
 		}
 	}
 	if grace <= 0 {
@@ -284,18 +285,39 @@ type udpFlow struct {
 	up       *net.UDPConn // connected to the backend
 	backend  *backend
 	lastSeen atomic.Int64 // unix nanos of the last datagram either way
+	dead     atomic.Bool
+}
+
+// end stops the flow; its next datagram from the client starts a new one.
+func (fl *udpFlow) end() {
+	fl.dead.Store(true)
+	fl.up.Close()
 }
 
 // bufPool holds datagram buffers (one per flow's reply loop and one per
 // frontend's read loop), so steady state allocates nothing per packet.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64*1024); return &b }}
 
+// udpLoop reads client datagrams. Its flow map belongs to this goroutine
+// alone, so the per-datagram path takes no lock and allocates nothing.
 func (f *frontend) udpLoop() {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
+	flows := map[netip.AddrPort]*udpFlow{}
+	const sweepEvery = 10 * time.Second
+	nextSweep := time.Now().Add(sweepEvery)
 	for {
+		_ = f.pc.SetReadDeadline(nextSweep)
 		n, client, err := f.pc.ReadFromUDPAddrPort(buf)
+		if now := time.Now(); now.After(nextSweep) {
+			for k, fl := range flows {
+				if fl.dead.Load() {
+					delete(flows, k)
+				}
+			}
+			nextSweep = now.Add(sweepEvery)
+		}
 		if err != nil {
 			select {
 			case <-f.done:
@@ -305,18 +327,17 @@ func (f *frontend) udpLoop() {
 			continue
 		}
 		s := f.svc.Load()
-		caddr := client.Addr().Unmap()
-		if !s.vs.Allowed(caddr) {
+		if !s.vs.Allowed(client.Addr().Unmap()) {
 			s.m.refusedSource.Inc()
 			continue
 		}
-		f.mu.Lock()
-		fl := f.flows[client]
-		f.mu.Unlock()
-		if fl == nil {
+		fl := flows[client]
+		if fl == nil || fl.dead.Load() {
 			if fl = f.newFlow(s, client); fl == nil {
+				delete(flows, client)
 				continue
 			}
+			flows[client] = fl
 		}
 		fl.lastSeen.Store(time.Now().UnixNano())
 		if _, err := fl.up.Write(buf[:n]); err == nil {
@@ -347,7 +368,7 @@ func (f *frontend) newFlow(s *service, client netip.AddrPort) *udpFlow {
 		up.Close()
 		return nil
 	}
-	f.flows[client] = fl
+	f.flowSet[fl] = struct{}{}
 	f.mu.Unlock()
 	b.active.Add(1)
 	s.m.active.Inc()
@@ -363,14 +384,13 @@ func (f *frontend) replies(s *service, fl *udpFlow) {
 	buf := *bp
 	idle := f.p.cfg.UDPIdleTimeout
 	defer func() {
-		bufPool.Put(bp)
+		fl.dead.Store(true)
 		fl.up.Close()
+		bufPool.Put(bp)
 		fl.backend.active.Add(-1)
 		s.m.active.Dec()
 		f.mu.Lock()
-		if f.flows[fl.client] == fl {
-			delete(f.flows, fl.client)
-		}
+		delete(f.flowSet, fl)
 		f.mu.Unlock()
 	}()
 	for {

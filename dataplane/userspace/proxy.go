@@ -179,7 +179,7 @@ func (p *Proxy) service(vs *dataplane.VirtualServer, usedBackends map[netip.Addr
 }
 
 func (p *Proxy) open(vs *dataplane.VirtualServer) (*frontend, error) {
-	f := &frontend{p: p, key: vs.Key(), conns: map[*tcpConn]struct{}{}, flows: map[netip.AddrPort]*udpFlow{}, done: make(chan struct{})}
+	f := &frontend{p: p, key: vs.Key(), conns: map[*tcpConn]struct{}{}, flowSet: map[*udpFlow]struct{}{}, done: make(chan struct{})}
 	lc := net.ListenConfig{Control: freebind}
 	switch vs.Protocol {
 	case "TCP":

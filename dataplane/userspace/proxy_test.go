@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -379,4 +380,58 @@ func TestBulkTransferIntact(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestUDPSteadyStateAllocatesNothing counts heap allocations (not time)
+// across a thousand round trips through an established flow.
+func TestUDPSteadyStateAllocatesNothing(t *testing.T) {
+	p, _ := newProxy(t)
+	// An echo backend that itself allocates nothing per datagram.
+	be, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := be.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			be.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	v := &dataplane.VirtualServer{Service: "default/dns", Port: "dns", Kind: dataplane.KindClusterIP, Protocol: "UDP",
+		Frontend: netip.AddrPortFrom(frontendIP(), 5353), Backends: []dataplane.Backend{{Addr: be.LocalAddr().(*net.UDPAddr).AddrPort()}}}
+	syncOrFail(t, p, v)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(v.Frontend))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg, buf := []byte("0123456789abcdef0123456789abcdef"), make([]byte, 2048)
+	roundTrip := func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 100; i++ { // establish the flow and warm the pools
+		roundTrip()
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 1000
+	for i := 0; i < n; i++ {
+		roundTrip()
+	}
+	runtime.ReadMemStats(&after)
+	if per := float64(after.Mallocs-before.Mallocs) / n; per > 0.5 {
+		t.Fatalf("%.2f allocations per round trip (client, proxy both ways, backend); want none in steady state", per)
+	}
 }
