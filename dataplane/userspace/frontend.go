@@ -1,7 +1,6 @@
 package userspace
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -258,10 +257,11 @@ func (f *frontend) dial(s *service, client netip.Addr) (*net.TCPConn, *backend) 
 		if b == nil {
 			break
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), f.p.cfg.DialTimeout)
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", b.addr.String())
-		cancel()
+		// No TCP keep-alive probes (as HAProxy's default): they cost four
+		// setsockopt calls per connection, and the client's own end-to-end
+		// behaviour decides liveness.
+		d := net.Dialer{Timeout: f.p.cfg.DialTimeout, KeepAlive: -1}
+		c, err := d.Dial("tcp", b.addrText)
 		if err == nil {
 			if s.affinity != nil {
 				s.affinity.set(client, b.addr, time.Now().UnixNano())

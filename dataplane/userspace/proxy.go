@@ -84,6 +84,7 @@ func New(cfg Config) *Proxy {
 // backend is the shared state of one backend address, across frontends.
 type backend struct {
 	addr       netip.AddrPort
+	addrText   string
 	active     atomic.Int64 // open connections (least-connections)
 	avoidUntil atomic.Int64 // unix nanos; skip while in the future
 }
@@ -159,7 +160,7 @@ func (p *Proxy) service(vs *dataplane.VirtualServer, usedBackends map[netip.Addr
 	for _, b := range vs.Backends {
 		be := p.backends[b.Addr]
 		if be == nil {
-			be = &backend{addr: b.Addr}
+			be = &backend{addr: b.Addr, addrText: b.Addr.String()}
 			p.backends[b.Addr] = be
 		}
 		usedBackends[b.Addr] = true
@@ -180,7 +181,7 @@ func (p *Proxy) service(vs *dataplane.VirtualServer, usedBackends map[netip.Addr
 
 func (p *Proxy) open(vs *dataplane.VirtualServer) (*frontend, error) {
 	f := &frontend{p: p, key: vs.Key(), conns: map[*tcpConn]struct{}{}, flowSet: map[*udpFlow]struct{}{}, done: make(chan struct{})}
-	lc := net.ListenConfig{Control: freebind}
+	lc := net.ListenConfig{Control: freebind, KeepAlive: -1}
 	switch vs.Protocol {
 	case "TCP":
 		ln, err := lc.Listen(context.Background(), "tcp", vs.Frontend.String())
