@@ -47,8 +47,11 @@ fuzz:
 
 test: vet unit fuzz
 
+# Benchmarks (results and the commands in docs/benchmarks.md). The
+# userspace one needs root, nginx, haproxy and wrk (apt).
 bench:
 	$(GO) run ./bench/createsvc
+	bench/userspace/run.sh
 
 clean:
 	rm -rf $(BIN)
