@@ -272,6 +272,7 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		}
 		a.m.servers.Set(float64(len(desired.Servers)))
 		a.m.lastSync.Set(float64(last.Unix()))
+		a.m.syncedRevision.Set(float64(rev))
 		a.syncedMu.Lock()
 		a.synced = rev
 		a.syncedMu.Unlock()
@@ -284,6 +285,7 @@ type agentMetrics struct {
 	syncErrors        prometheus.Counter
 	servers           prometheus.Gauge
 	lastSync          prometheus.Gauge
+	syncedRevision    prometheus.Gauge
 }
 
 func newAgentMetrics(r prometheus.Registerer) *agentMetrics {
@@ -299,9 +301,12 @@ func newAgentMetrics(r prometheus.Registerer) *agentMetrics {
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "portal_dataplane_sync_errors_total", Help: "Failed dataplane syncs."}),
 		servers:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "portal_dataplane_virtual_servers", Help: "Virtual servers programmed on this node."}),
 		lastSync:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "portal_dataplane_last_sync_timestamp_seconds", Help: "Unix time of the last successful sync."}),
+		syncedRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portal_dataplane_synced_revision", Help: "State revision the dataplane was last programmed with.",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.syncDuration, m.writeToProgrammed, m.syncErrors, m.servers, m.lastSync)
+		r.MustRegister(m.syncDuration, m.writeToProgrammed, m.syncErrors, m.servers, m.lastSync, m.syncedRevision)
 	}
 	return m
 }

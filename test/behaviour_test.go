@@ -148,10 +148,9 @@ var behaviourCases = []behaviourCase{
 		s := applyService(t, e, service("multi", "ClusterIP",
 			&portalv1.ServicePort{Name: "http", Port: 8082, TargetPort: "web-port"},
 			&portalv1.ServicePort{Name: "admin", Port: 8083, TargetPort: "admin-port"}))
-		putEndpoints(t, e, "multi", &portalv1.EndpointSubset{
-			Addresses: []*portalv1.EndpointAddress{{Ip: web.Addr.Addr().String()}},
-			Ports:     []*portalv1.EndpointPort{{Name: "http", Port: int32(web.Addr.Port())}, {Name: "admin", Port: int32(admin.Addr.Port())}},
-		})
+		// One subset per address; the endpoint ports are named like the
+		// service ports, whose targetPorts are names.
+		putEndpoints(t, e, "multi", subset(int32(web.Addr.Port()), "http", web), subset(int32(admin.Addr.Port()), "admin", admin))
 		wantAll(t, spread(t, e, clusterAddr(s, 0), 3), "web")
 		wantAll(t, spread(t, e, clusterAddr(s, 1), 3), "admin")
 	}},

@@ -38,6 +38,9 @@ type config struct {
 	DrainGrace             time.Duration
 	UDPIdleTimeout         time.Duration
 	DialTimeout            time.Duration
+	ResyncInterval         time.Duration
+	ClusterCIDR            string
+	MasqueradeAll          bool
 }
 
 var dataplanes = []string{"userspace", "iptables", "ipvs", "none"}
@@ -64,6 +67,9 @@ func bindConfig(fs *pflag.FlagSet) *viper.Viper {
 	fs.Bool("enable-pprof", false, "serve Go's /debug/pprof/ on the HTTP address")
 	fs.Duration("drain-grace", 30*time.Second, "userspace: how long connections to a removed endpoint or deleted service keep running")
 	fs.Duration("udp-idle-timeout", 30*time.Second, "userspace: end a UDP flow after this long without traffic")
+	fs.Duration("resync-interval", 30*time.Second, "full dataplane resync period (repairs rules changed behind portal's back)")
+	fs.String("cluster-cidr", "", "iptables: traffic to ClusterIPs from outside this CIDR is masqueraded (empty: none)")
+	fs.Bool("masquerade-all", false, "iptables: masquerade all ClusterIP traffic")
 	fs.Duration("dial-timeout", time.Second, "userspace: give up on a backend that does not accept within this (the connection tries another)")
 
 	v := viper.New()
@@ -109,6 +115,9 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		DrainGrace:             v.GetDuration("drain-grace"),
 		UDPIdleTimeout:         v.GetDuration("udp-idle-timeout"),
 		DialTimeout:            v.GetDuration("dial-timeout"),
+		ResyncInterval:         v.GetDuration("resync-interval"),
+		ClusterCIDR:            v.GetString("cluster-cidr"),
+		MasqueradeAll:          v.GetBool("masquerade-all"),
 	}
 	var errs []string
 	bad := func(key, format string, args ...any) { errs = append(errs, key+": "+fmt.Sprintf(format, args...)) }
@@ -125,9 +134,19 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		bad("node-port-range", "%v", err)
 	}
 	c.NodePortMin, c.NodePortMax = min, max
+	if c.ClusterCIDR != "" {
+		if _, err := netip.ParsePrefix(c.ClusterCIDR); err != nil {
+			bad("cluster-cidr", "%q is not a CIDR", c.ClusterCIDR)
+		}
+	}
 	for _, a := range c.NodeAddresses {
 		if _, err := netip.ParseAddr(a); err != nil {
 			bad("node-addresses", "%q is not an IP address", a)
+		}
+	}
+	if c.ClusterCIDR != "" {
+		if _, err := netip.ParsePrefix(c.ClusterCIDR); err != nil {
+			bad("cluster-cidr", "%q is not a CIDR", c.ClusterCIDR)
 		}
 	}
 	if c.NodeID == "" {
@@ -137,7 +156,7 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		bad("log-level", "%q is not debug, info, warn or error", c.LogLevel)
 	}
-	for key, d := range map[string]time.Duration{"drain-grace": c.DrainGrace, "udp-idle-timeout": c.UDPIdleTimeout, "dial-timeout": c.DialTimeout} {
+	for key, d := range map[string]time.Duration{"drain-grace": c.DrainGrace, "udp-idle-timeout": c.UDPIdleTimeout, "dial-timeout": c.DialTimeout, "resync-interval": c.ResyncInterval} {
 		if d <= 0 {
 			bad(key, "must be a positive duration such as 30s")
 		}

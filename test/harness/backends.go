@@ -30,9 +30,19 @@ type Backend struct {
 // on the same port, UDP. It stops when the test ends.
 func StartBackend(t testing.TB, name, addr string) *Backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
+	b, err := NewBackend(name, addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// NewBackend is StartBackend for callers that manage its life themselves.
+func NewBackend(name, addr string) (*Backend, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
 	}
 	b := &Backend{Name: name, tcp: ln, open: map[net.Conn]struct{}{}}
 	b.Addr = ln.Addr().(*net.TCPAddr).AddrPort()
@@ -42,8 +52,7 @@ func StartBackend(t testing.TB, name, addr string) *Backend {
 		go b.serveUDP()
 	}
 	go b.serveTCP()
-	t.Cleanup(b.Close)
-	return b
+	return b, nil
 }
 
 func (b *Backend) serveTCP() {

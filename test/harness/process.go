@@ -5,6 +5,7 @@ package harness
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -108,6 +109,7 @@ type Portald struct {
 	log  *syncBuffer
 	done chan struct{}
 	err  error
+	host *Host
 }
 
 // Options for StartPortald.
@@ -118,6 +120,9 @@ type Options struct {
 	// GRPC and HTTP are the addresses to wait on; when empty, free ports are
 	// chosen and passed as flags (with a free raft port).
 	GRPC, HTTP string
+	// Host runs portald inside that network namespace (GRPC and HTTP must
+	// then be set: they are addresses inside it).
+	Host *Host
 }
 
 // StartPortald starts portald and waits until /readyz answers 200.
@@ -132,7 +137,12 @@ func StartPortald(t testing.TB, bin string, o Options) *Portald {
 		args = append(args, "--grpc-addr", o.GRPC, "--http-addr", o.HTTP, "--raft-addr", FreeAddr(t))
 	}
 	p := &Portald{GRPC: o.GRPC, HTTP: o.HTTP, Dir: o.Dir, log: &syncBuffer{}, done: make(chan struct{})}
-	p.Cmd = exec.Command(bin, args...)
+	if o.Host != nil {
+		p.Cmd = o.Host.Command(bin, args...)
+		p.host = o.Host
+	} else {
+		p.Cmd = exec.Command(bin, args...)
+	}
 	p.Cmd.Dir = o.Dir
 	p.Cmd.Env = append(os.Environ(), o.Env...)
 	p.Cmd.Stdout, p.Cmd.Stderr = p.log, p.log
@@ -147,9 +157,10 @@ func StartPortald(t testing.TB, bin string, o Options) *Portald {
 			t.Logf("portald log:\n%s", p.log.String())
 		}
 	})
+	client := p.HTTPClient()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get("http://" + p.HTTP + "/readyz")
+		resp, err := client.Get("http://" + p.HTTP + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -165,6 +176,25 @@ func StartPortald(t testing.TB, bin string, o Options) *Portald {
 			t.Fatalf("portald not ready after 20s:\n%s", p.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// HTTPClient reaches portald's HTTP address (from inside its namespace).
+func (p *Portald) HTTPClient() *http.Client {
+	if p.host == nil {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: p.host.DialContext}, Timeout: 5 * time.Second}
+}
+
+// Dialer dials portald's addresses (from inside its namespace), for gRPC.
+func (p *Portald) Dialer() func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		if p.host == nil {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}
+		return p.host.DialContext(ctx, "tcp", addr)
 	}
 }
 
