@@ -157,3 +157,9 @@ func TestNetnsUserspaceBehaviour(t *testing.T) {
 }
 
 var _ = context.Background
+
+// TestNetnsIPTablesBehaviour runs the behaviour table through a real
+// portald with the iptables dataplane in a gateway namespace.
+func TestNetnsIPTablesBehaviour(t *testing.T) {
+	runBehaviour(t, "iptables", func(t *testing.T) Env { return newNetnsEnv(t, "iptables") })
+}

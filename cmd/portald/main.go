@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/portal-lb/portal/cluster"
 	"github.com/portal-lb/portal/dataplane"
+	"github.com/portal-lb/portal/dataplane/iptables"
 	"github.com/portal-lb/portal/dataplane/userspace"
 	"github.com/portal-lb/portal/server"
 )
@@ -48,11 +51,23 @@ func main() {
 		return run(ctx, cfg)
 	}
 	root.AddCommand(&cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove every PORTAL- iptables chain and rule (and nothing else), then exit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := iptables.Cleanup(cmd.Context(), iptables.ExecRunner{}); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "portal iptables rules removed")
+			return nil
+		},
+	})
+	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "portald", Version) },
 	})
-	if err := root.Execute(); err != nil {
+	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "portald:", err)
 		os.Exit(1)
 	}
@@ -106,6 +121,9 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	agentDone := make(chan struct{})
+	if cfg.Dataplane != "iptables" {
+		removeStaleIPTables(log)
+	}
 	dp := newDataplane(cfg, log, reg)
 	if dp != nil {
 		agent := dataplane.NewAgent(dataplane.AgentConfig{
@@ -158,11 +176,37 @@ func newDataplane(cfg *config, log *slog.Logger, reg prometheus.Registerer) data
 			Logger: log, Registerer: reg,
 			DrainGrace: cfg.DrainGrace, UDPIdleTimeout: cfg.UDPIdleTimeout, DialTimeout: cfg.DialTimeout,
 		})
+	case "iptables":
+		var cidr netip.Prefix
+		if cfg.ClusterCIDR != "" {
+			cidr = netip.MustParsePrefix(cfg.ClusterCIDR)
+		}
+		return iptables.New(iptables.Config{
+			Options: iptables.Options{ClusterCIDR: cidr, MasqueradeAll: cfg.MasqueradeAll},
+			Logger:  log, Registerer: reg,
+		})
 	case "none":
 		return nil
 	default:
 		log.Warn("dataplane not built yet; serving the API only", "dataplane", cfg.Dataplane)
 		return nil
+	}
+}
+
+// removeStaleIPTables removes portal's iptables rules left by an earlier
+// run with the iptables dataplane (switching dataplanes). Only root can
+// have written them.
+func removeStaleIPTables(log *slog.Logger) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	if _, err := exec.LookPath("iptables-save"); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := iptables.Cleanup(ctx, iptables.ExecRunner{}); err != nil {
+		log.Warn("could not remove iptables rules of an earlier run", "err", err)
 	}
 }
 
