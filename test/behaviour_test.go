@@ -1,7 +1,10 @@
 package test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -29,6 +32,26 @@ type Env interface {
 	// Ask and AskUDP send traffic from client i.
 	Ask(t *testing.T, client int, addr netip.AddrPort) (harness.Reply, error)
 	AskUDP(t *testing.T, client int, addr netip.AddrPort) (harness.Reply, error)
+}
+
+// topologyEnv is an Env on a network topology, with a gateway to act on.
+type topologyEnv interface {
+	Env
+	AskFromBackend(t *testing.T, b *harness.Backend, addr netip.AddrPort) (harness.Reply, error)
+	Gateway(args ...string) (string, error)
+	Restart(t *testing.T)
+	Dataplane() string
+	ClientHost() *harness.Host
+	Portald() (*harness.Portald, string)
+}
+
+func needTopology(t *testing.T, e Env) topologyEnv {
+	t.Helper()
+	te, ok := e.(topologyEnv)
+	if !ok {
+		t.Skip("needs the network-namespace topology (the loopback run has no separate hosts); the netns run covers it")
+	}
+	return te
 }
 
 // behaviourCase is one row of the table every dataplane runs. Skip, when
@@ -190,6 +213,40 @@ var behaviourCases = []behaviourCase{
 			t.Fatalf("UDP: %v %v", r, err)
 		}
 	}},
+	{name: "a UDP client moves off a removed endpoint", run: func(t *testing.T, e Env) {
+		te := needTopology(t, e)
+		a, b := e.Backend(t, "a"), e.Backend(t, "b")
+		s := applyService(t, e, service("udp", "ClusterIP", &portalv1.ServicePort{Name: "dns", Port: 8053, Protocol: "UDP"}))
+		udpSubset := func(be *harness.Backend) *portalv1.EndpointSubset {
+			return &portalv1.EndpointSubset{Addresses: []*portalv1.EndpointAddress{{Ip: be.Addr.Addr().String()}},
+				Ports: []*portalv1.EndpointPort{{Name: "dns", Port: int32(be.Addr.Port()), Protocol: "UDP"}}}
+		}
+		putEndpoints(t, e, "udp", udpSubset(a))
+		// One client socket: the same 5-tuple (one conntrack entry) throughout.
+		var conn net.Conn
+		if err := te.ClientHost().Do(func() (err error) { conn, err = net.Dial("udp", clusterAddr(s, 0).String()); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ask := func() string {
+			buf := make([]byte, 512)
+			fmt.Fprint(conn, "ping")
+			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := conn.Read(buf)
+			if err != nil {
+				return err.Error()
+			}
+			return strings.Fields(string(buf[:n]))[0]
+		}
+		if got := ask(); got != "a" {
+			t.Fatalf("first datagram: %s", got)
+		}
+		// a stays up (it would still answer): only the endpoint is removed.
+		putEndpoints(t, e, "udp", udpSubset(b))
+		if got := ask(); got != "b" {
+			t.Fatalf("after removing a, the same client socket reached %q", got)
+		}
+	}},
 	{name: "session affinity sticks and expires", run: func(t *testing.T, e Env) {
 		a, b := e.Backend(t, "a"), e.Backend(t, "b")
 		svc := service("sticky", "ClusterIP", tcpPort("http", 8088))
@@ -299,9 +356,169 @@ var behaviourCases = []behaviourCase{
 	}},
 }
 
+var topologyCases = []behaviourCase{
+	{name: "hairpin: a backend reaches itself through its service", run: func(t *testing.T, e Env) {
+		te := needTopology(t, e)
+		a := e.Backend(t, "a")
+		s := applyService(t, e, service("hairpin", "ClusterIP", tcpPort("http", 8095)))
+		putEndpoints(t, e, "hairpin", backendsSubsets("http", a)...)
+		r, err := te.AskFromBackend(t, a, clusterAddr(s, 0))
+		if err != nil || r.Backend != "a" {
+			t.Fatalf("hairpin: %v %v", r, err)
+		}
+		if host, _, _ := strings.Cut(r.Client, ":"); host == a.Addr.Addr().String() {
+			t.Fatalf("hairpin traffic was not masqueraded (backend saw itself, %s)", r.Client)
+		}
+	}},
+	{name: "client address is replaced with Cluster and preserved with Local", skip: map[string]string{
+		"userspace": "a proxy opens its own connection to the backend: the backend always sees the gateway",
+	}, run: func(t *testing.T, e Env) {
+		needTopology(t, e)
+		a := e.Backend(t, "a")
+		for _, policy := range []string{"Cluster", "Local"} {
+			name := "src-" + strings.ToLower(policy)
+			svc := service(name, "LoadBalancer", tcpPort("http", 8096))
+			svc.Spec.ExternalTrafficPolicy = policy
+			s := applyService(t, e, svc)
+			putEndpoints(t, e, name, backendsSubsets("http", a)...)
+			np := netip.AddrPortFrom(e.NodeAddr(), uint16(s.GetSpec().GetPorts()[0].GetNodePort()))
+			for _, addr := range []netip.AddrPort{lbAddr(s, 0), np} {
+				r, err := e.Ask(t, 0, addr)
+				if err != nil {
+					t.Fatalf("%s %s: %v", policy, addr, err)
+				}
+				host, _, _ := strings.Cut(r.Client, ":")
+				if preserved := host == e.Client(0).String(); preserved != (policy == "Local") {
+					t.Fatalf("%s via %s: backend saw %s (client %s)", policy, addr, host, e.Client(0))
+				}
+			}
+		}
+	}},
+	{name: "externalTrafficPolicy Local uses this node's endpoints for external traffic", run: func(t *testing.T, e Env) {
+		needTopology(t, e)
+		here, there := e.Backend(t, "here"), e.Backend(t, "there")
+		svc := service("local", "LoadBalancer", tcpPort("http", 8097))
+		svc.Spec.ExternalTrafficPolicy = "Local"
+		s := applyService(t, e, svc)
+		putEndpoints(t, e, "local", &portalv1.EndpointSubset{
+			Addresses: []*portalv1.EndpointAddress{{Ip: here.Addr.Addr().String(), NodeName: "gw-1"}, {Ip: there.Addr.Addr().String(), NodeName: "gw-2"}},
+			Ports:     []*portalv1.EndpointPort{{Name: "http", Port: 8080}},
+		})
+		wantAll(t, spread(t, e, lbAddr(s, 0), 10), "here")
+		wantAll(t, spread(t, e, clusterAddr(s, 0), 20), "here", "there")
+	}},
+	{name: "an external iptables -t nat -F is repaired within the resync period", skip: map[string]string{
+		"userspace": "the userspace dataplane writes no iptables rules",
+	}, run: func(t *testing.T, e Env) {
+		te := needTopology(t, e)
+		a := e.Backend(t, "a")
+		s := applyService(t, e, service("repair", "ClusterIP", tcpPort("http", 8098)))
+		putEndpoints(t, e, "repair", backendsSubsets("http", a)...)
+		wantAll(t, spread(t, e, clusterAddr(s, 0), 2), "a")
+		if out, err := te.Gateway("iptables", "-t", "nat", "-F"); err != nil {
+			t.Fatalf("flush: %v %s", err, out)
+		}
+		if _, err := e.Ask(t, 0, clusterAddr(s, 0)); err == nil {
+			t.Fatal("traffic still flows right after the flush: the test proves nothing")
+		}
+		// The env's resync period is 2s.
+		harness.Eventually(t, 4*time.Second, "rules repaired", func() error {
+			_, err := e.Ask(t, 0, clusterAddr(s, 0))
+			return err
+		})
+	}},
+	{name: "a portald restart keeps an established TCP connection", skip: map[string]string{
+		"userspace": "the userspace proxy is the process: its connections end with it",
+	}, run: func(t *testing.T, e Env) {
+		te := needTopology(t, e)
+		a := e.Backend(t, "a")
+		s := applyService(t, e, service("keep", "ClusterIP", tcpPort("http", 8099)))
+		putEndpoints(t, e, "keep", backendsSubsets("http", a)...)
+		var conn net.Conn
+		if err := te.ClientHost().Do(func() (err error) {
+			conn, err = net.DialTimeout("tcp", clusterAddr(s, 0).String(), 2*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		rd := bufio.NewReader(conn)
+		if line, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(line, "a ") {
+			t.Fatalf("greeting %q %v", line, err)
+		}
+		te.Restart(t)
+		e.Programmed(t, 1)
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		fmt.Fprintf(conn, "still here\n")
+		if line, err := rd.ReadString('\n'); err != nil || line != "still here\n" {
+			t.Fatalf("connection broken by the restart: %q %v", line, err)
+		}
+	}},
+	{name: "portald cleanup leaves the tables as they were before", skip: map[string]string{
+		"userspace": "the userspace dataplane writes no iptables rules",
+	}, run: func(t *testing.T, e Env) {
+		te := needTopology(t, e)
+		p, bin := te.Portald()
+		p.Stop(t)
+		if out, err := te.Gateway(bin, "cleanup"); err != nil {
+			t.Fatalf("cleanup: %v %s", err, out)
+		}
+		// Unrelated rules of the host's own must survive portal.
+		for _, rule := range [][]string{
+			{"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "198.18.9.0/24", "-j", "MASQUERADE"},
+			{"iptables", "-A", "INPUT", "-s", "198.18.9.9/32", "-j", "DROP"},
+		} {
+			if out, err := te.Gateway(rule...); err != nil {
+				t.Fatalf("%v: %v %s", rule, err, out)
+			}
+		}
+		before := saveTables(t, te)
+		te.Restart(t)
+		a := e.Backend(t, "a")
+		s := applyService(t, e, service("clean", "LoadBalancer", tcpPort("http", 8100)))
+		putEndpoints(t, e, "clean", backendsSubsets("http", a)...)
+		wantAll(t, spread(t, e, clusterAddr(s, 0), 2), "a")
+		if saveTables(t, te) == before {
+			t.Fatal("portal wrote no rules: the test proves nothing")
+		}
+		p, _ = te.Portald()
+		p.Stop(t)
+		if out, err := te.Gateway(bin, "cleanup"); err != nil {
+			t.Fatalf("cleanup: %v %s", err, out)
+		}
+		if after := saveTables(t, te); after != before {
+			t.Fatalf("tables differ after cleanup:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		te.Restart(t) // leave a running portald for the cleanup of the test
+	}},
+}
+
+// saveTables returns the gateway's nat and filter tables without counters
+// and comments lines, for comparison.
+func saveTables(t *testing.T, te topologyEnv) string {
+	t.Helper()
+	var b strings.Builder
+	for _, table := range []string{"nat", "filter"} {
+		out, err := te.Gateway("iptables-save", "-t", table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			if strings.HasPrefix(line, ":") { // drop packet counters
+				line = strings.Fields(line)[0] + " " + strings.Fields(line)[1]
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
 // runBehaviour runs the table against one dataplane.
 func runBehaviour(t *testing.T, dataplane string, newEnv func(t *testing.T) Env) {
-	for _, c := range behaviourCases {
+	for _, c := range append(append([]behaviourCase(nil), behaviourCases...), topologyCases...) {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			if reason, ok := c.skip[dataplane]; ok {
 				t.Skipf("does not apply to %s: %s", dataplane, reason)

@@ -163,3 +163,26 @@ var _ = context.Background
 func TestNetnsIPTablesBehaviour(t *testing.T) {
 	runBehaviour(t, "iptables", func(t *testing.T) Env { return newNetnsEnv(t, "iptables") })
 }
+
+func (e *netnsEnv) AskFromBackend(t *testing.T, b *harness.Backend, addr netip.AddrPort) (harness.Reply, error) {
+	return e.backends.Ask(addr.String(), b.Addr.Addr(), 2*time.Second)
+}
+
+func (e *netnsEnv) Gateway(args ...string) (string, error) {
+	return e.gw.Run(args[0], args[1:]...)
+}
+
+// Restart stops portald with SIGTERM and starts it again on the same data.
+func (e *netnsEnv) Restart(t *testing.T) {
+	e.portald.Stop(t)
+	e.start(t)
+}
+
+// Dataplane names the dataplane under test.
+func (e *netnsEnv) Dataplane() string { return e.dataplane }
+
+// Client returns the client host (for long-lived connections).
+func (e *netnsEnv) ClientHost() *harness.Host { return e.client }
+
+// Portald is the running portald.
+func (e *netnsEnv) Portald() (*harness.Portald, string) { return e.portald, e.bin }
