@@ -80,10 +80,11 @@ type Proxier struct {
 	log *slog.Logger
 	run Runner
 
-	mu       sync.Mutex
-	written  Ruleset // what the last successful sync left in the kernel
-	lastFull time.Time
-	udp      map[udpTarget]bool // UDP frontend -> endpoint pairs programmed
+	mu         sync.Mutex
+	written    Ruleset // what the last successful sync left in the kernel
+	lastFull   time.Time
+	lastCanary time.Time
+	udp        map[udpTarget]bool // UDP frontend -> endpoint pairs programmed
 
 	syncs *prometheus.CounterVec
 	rules prometheus.Gauge
@@ -126,7 +127,13 @@ func (p *Proxier) Sync(ctx context.Context, d *dataplane.Desired) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	want := Build(d, p.cfg.Options)
-	full := p.written == nil || time.Since(p.lastFull) >= p.cfg.FullSyncPeriod || !p.canaryPresent(ctx)
+	full := p.written == nil || time.Since(p.lastFull) >= p.cfg.FullSyncPeriod
+	// The canary costs two iptables runs, each reading the table: check it
+	// at most once a second (the periodic resync always gets a check).
+	if !full && time.Since(p.lastCanary) >= time.Second {
+		p.lastCanary = time.Now()
+		full = !p.canaryPresent(ctx)
+	}
 	var input strings.Builder
 	for _, table := range []string{tableFilter, tableNAT} {
 		changed, removed, err := p.diff(ctx, table, want, full)

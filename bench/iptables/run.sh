@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# iptables dataplane benchmark: sync times vs the iptables-restore floor at
+# 1k/5k/10k services (10 endpoints each), and API-write-to-rule latency at
+# 1k services. Each phase runs in a fresh network namespace. Root only.
+# Usage: bench/iptables/run.sh [sizes...]   (default: 1000 5000 10000)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+for tool in iptables iptables-restore iptables-save ip; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install iptables iproute2)"; exit 1; }
+done
+mkdir -p bin
+go build -o bin/ ./cmd/portald
+go build -o bin/bench-iptables ./bench/iptables
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1000 5000 10000)
+inns() {
+  local ns="portal-bench-ipt-$$-$RANDOM"
+  ip netns add "$ns"
+  ip netns exec "$ns" ip link set lo up
+  local rc=0
+  ip netns exec "$ns" "$@" || rc=$?
+  ip netns del "$ns"
+  return $rc
+}
+echo "machine: $(nproc) CPUs, $(uname -r), $(iptables --version)"
+echo "command: bench/iptables/run.sh ${sizes[*]}"
+echo
+echo "| services | rules | full sync ms | iptables-restore alone ms (floor) | full / floor | full resync over existing rules ms | one-endpoint change ms |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
+for n in "${sizes[@]}"; do
+  inns bin/bench-iptables -phase sync -services "$n" -rounds 3
+done
+echo
+echo "| services | writes | write-to-rule p50 ms | p99 ms |"
+echo "|---:|---:|---:|---:|"
+inns bin/bench-iptables -phase latency -services 1000 -writes 50 -portald bin/portald
