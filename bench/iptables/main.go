@@ -68,7 +68,9 @@ func (r *recorder) Restore(ctx context.Context, input []byte) error {
 	return r.ExecRunner.Restore(ctx, input)
 }
 
-func ip4(a, b, c, d int) netip.Addr { return netip.AddrFrom4([4]byte{byte(a), byte(b), byte(c), byte(d)}) }
+func ip4(a, b, c, d int) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(a), byte(b), byte(c), byte(d)})
+}
 
 func desired(n, eps, moved int) *dataplane.Desired {
 	d := &dataplane.Desired{}
@@ -93,7 +95,9 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64)
+}
 
 func syncPhase() {
 	ctx := context.Background()
@@ -147,7 +151,11 @@ func latencyPhase() {
 		"--service-cidr", "100.64.0.0/16", "--lb-pool", "100.65.0.0/16", "--allow-loopback-endpoints=false")
 	cmd.Stderr = os.Stderr
 	must(cmd.Start())
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = iptables.Cleanup(context.Background(), iptables.ExecRunner{}) }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = iptables.Cleanup(context.Background(), iptables.ExecRunner{})
+	}()
 	conn, err := grpc.NewClient("127.0.0.1:7400", grpc.WithTransportCredentials(insecure.NewCredentials()))
 	must(err)
 	c := portalv1.NewLoadBalancerServiceClient(conn)
