@@ -96,6 +96,7 @@ func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newDescribeCommand(o),
 		newDeleteCommand(o),
 		newVersionCommand(o),
+		newClusterCommand(o),
 	)
 	return root
 }

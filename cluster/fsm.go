@@ -79,6 +79,22 @@ func (f *fsm) apply(cmd *raftv1.Command, index uint64) (*result, *event) {
 			return &result{err: err}, nil
 		}
 		return &result{outcome: portalv1.ResultConfigured}, nil
+	case *raftv1.Command_RegisterNode:
+		n := op.RegisterNode.GetNode()
+		if n.GetId() == "" {
+			return &result{err: fieldError(codes.InvalidArgument, "Node", "", "nodeId", "required")}, nil
+		}
+		if proto.Equal(n, f.st.nodes[n.GetId()]) {
+			return &result{outcome: portalv1.ResultUnchanged}, nil
+		}
+		f.st.nodes[n.GetId()] = proto.Clone(n).(*portalv1.Node)
+		return &result{outcome: portalv1.ResultConfigured}, nil
+	case *raftv1.Command_RemoveNode:
+		if _, ok := f.st.nodes[op.RemoveNode.GetId()]; !ok {
+			return &result{outcome: portalv1.ResultUnchanged}, nil
+		}
+		delete(f.st.nodes, op.RemoveNode.GetId())
+		return &result{outcome: "deleted"}, nil
 	default:
 		return &result{err: fieldError(codes.InvalidArgument, "Command", "", "op", "unknown command")}, nil
 	}

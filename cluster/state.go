@@ -19,6 +19,7 @@ type state struct {
 	config    *portalv1.ClusterConfig
 	services  map[string]*portalv1.Service
 	endpoints map[string]*portalv1.Endpoints
+	nodes     map[string]*portalv1.Node // node records by id
 	cursors   raftv1.Cursors
 
 	// Derived from services (rebuilt on restore): who holds what.
@@ -33,6 +34,7 @@ func newState() *state {
 		config:     &portalv1.ClusterConfig{},
 		services:   map[string]*portalv1.Service{},
 		endpoints:  map[string]*portalv1.Endpoints{},
+		nodes:      map[string]*portalv1.Node{},
 		clusterIPs: map[netip.Addr]string{},
 		lbIPs:      map[netip.Addr]string{},
 		nodePorts:  map[int32]string{},
@@ -157,6 +159,9 @@ func (s *state) toProto() *raftv1.State {
 	for _, k := range sortedKeys(s.endpoints) {
 		out.Endpoints = append(out.Endpoints, s.endpoints[k])
 	}
+	for _, k := range sortedKeys(s.nodes) {
+		out.Nodes = append(out.Nodes, s.nodes[k])
+	}
 	return out
 }
 
@@ -176,6 +181,9 @@ func stateFromProto(p *raftv1.State) (*state, error) {
 	}
 	for _, ep := range p.GetEndpoints() {
 		s.endpoints[metaKey(ep.GetMetadata())] = ep
+	}
+	for _, n := range p.GetNodes() {
+		s.nodes[n.GetId()] = n
 	}
 	s.rebuild()
 	return s, nil

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,6 +36,12 @@ type Config struct {
 	DataDir  string
 	RaftAddr string // host:port to bind and advertise for raft traffic
 	GRPCAddr string // this node's API address, reported by Cluster
+	// Addresses and Labels go into this node's record (NodePort addresses).
+	Addresses []string
+	Labels    map[string]string
+	// Bootstrap makes a node whose data directory holds no raft state start
+	// a new single-voter cluster. A node that will join one leaves it off.
+	Bootstrap bool
 	// Cluster is the allocation configuration this node wants; the leader
 	// replicates it (EnsureConfig) when the replicated one differs.
 	Cluster *portalv1.ClusterConfig
@@ -44,6 +51,9 @@ type Config struct {
 	ElectionTimeout   time.Duration
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
+	// TrailingLogs is how many entries stay after a snapshot (a follower
+	// further behind is sent the snapshot).
+	TrailingLogs uint64
 	// RaftLog receives raft's own log lines (warnings and errors); nil: stderr.
 	RaftLog io.Writer
 	// WatchHistory is how many events watchers can resume from (default 16384).
@@ -62,6 +72,11 @@ type Store struct {
 	transport *raft.NetworkTransport
 	log       *slog.Logger
 	applyDur  prometheus.Histogram
+
+	obsCh     chan raft.Observation
+	observer  *raft.Observer
+	healthMu  sync.Mutex
+	unhealthy map[raft.ServerID]time.Time // peers failing heartbeats (leader's view), since
 }
 
 const applyTimeout = 10 * time.Second
@@ -90,6 +105,9 @@ func Open(cfg Config) (*Store, error) {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 	}
 	rc.SnapshotInterval = orDefault(cfg.SnapshotInterval, rc.SnapshotInterval)
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 	if cfg.RaftLog == nil {
 		cfg.RaftLog = os.Stderr
 	}
@@ -112,7 +130,11 @@ func Open(cfg Config) (*Store, error) {
 		s.logStore.Close()
 		return nil, fmt.Errorf("cluster: raft address: %w", err)
 	}
-	s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, rc.Logger)
+	var advertise net.Addr = addr
+	if addr.Port == 0 {
+		advertise = nil // advertise the port the listener got
+	}
+	s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
 	if err != nil {
 		s.logStore.Close()
 		return nil, fmt.Errorf("cluster: raft transport: %w", err)
@@ -127,7 +149,18 @@ func Open(cfg Config) (*Store, error) {
 		s.closeStores()
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
-	if !existing {
+	s.unhealthy = map[raft.ServerID]time.Time{}
+	s.obsCh = make(chan raft.Observation, 64)
+	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
+	})
+	s.raft.RegisterObserver(s.observer)
+	go s.observe()
+	if !existing && cfg.Bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: s.transport.LocalAddr()}}}
 		if err := s.raft.BootstrapCluster(boot).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			s.Close()
@@ -136,6 +169,22 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.registerMetrics(cfg.Registerer)
 	return s, nil
+}
+
+// observe tracks which peers fail the leader's heartbeats.
+func (s *Store) observe() {
+	for o := range s.obsCh {
+		s.healthMu.Lock()
+		switch d := o.Data.(type) {
+		case raft.FailedHeartbeatObservation:
+			if _, ok := s.unhealthy[d.PeerID]; !ok {
+				s.unhealthy[d.PeerID] = d.LastContact
+			}
+		case raft.ResumedHeartbeatObservation:
+			delete(s.unhealthy, d.PeerID)
+		}
+		s.healthMu.Unlock()
+	}
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -157,6 +206,10 @@ func (s *Store) closeStores() {
 // Close shuts raft down and closes the log.
 func (s *Store) Close() error {
 	err := s.raft.Shutdown().Error()
+	if s.observer != nil {
+		s.raft.DeregisterObserver(s.observer)
+		close(s.obsCh)
+	}
 	s.closeStores()
 	return err
 }
@@ -230,6 +283,15 @@ func (s *Store) Ready() error {
 	}
 	if s.Config().GetServiceCidr() == "" {
 		return errors.New("allocation configuration not replicated yet")
+	}
+	if fut := s.raft.GetConfiguration(); fut.Error() == nil {
+		member := false
+		for _, srv := range fut.Configuration().Servers {
+			member = member || string(srv.ID) == s.cfg.NodeID
+		}
+		if !member {
+			return errors.New("this node is not a member of the cluster (removed? wipe its data directory and join again)")
+		}
 	}
 	return nil
 }
@@ -508,7 +570,8 @@ func (s *Store) watch(ctx context.Context, ns string, rv uint64, services bool, 
 	}
 }
 
-// Cluster describes the raft membership as this node sees it.
+// Cluster describes the raft membership as this node sees it, with the
+// replicated node records.
 func (s *Store) Cluster(ctx context.Context) (*portalv1.GetClusterResponse, error) {
 	fut := s.raft.GetConfiguration()
 	if err := fut.Error(); err != nil {
@@ -524,8 +587,20 @@ func (s *Store) Cluster(ctx context.Context) (*portalv1.GetClusterResponse, erro
 		AppliedIndex: s.raft.AppliedIndex(),
 		Config:       s.Config(),
 	}
+	s.fsm.mu.RLock()
+	records := make(map[string]*portalv1.Node, len(s.fsm.st.nodes))
+	for k, v := range s.fsm.st.nodes {
+		records[k] = v
+	}
+	s.fsm.mu.RUnlock()
+	leading := s.raft.State() == raft.Leader
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
 	for _, srv := range fut.Configuration().Servers {
 		n := &portalv1.Node{Id: string(srv.ID), RaftAddress: string(srv.Address), Suffrage: "voter"}
+		if rec := records[string(srv.ID)]; rec != nil {
+			n.GrpcAddress, n.Addresses, n.Labels = rec.GetGrpcAddress(), rec.GetAddresses(), rec.GetLabels()
+		}
 		if srv.Suffrage != raft.Voter {
 			n.Suffrage = "nonvoter"
 		}
@@ -537,17 +612,163 @@ func (s *Store) Cluster(ctx context.Context) (*portalv1.GetClusterResponse, erro
 		default:
 			n.Role = "follower"
 		}
-		if string(srv.ID) == s.cfg.NodeID {
-			n.GrpcAddress = s.cfg.GRPCAddr
+		switch {
+		case string(srv.ID) == s.cfg.NodeID:
 			n.Ready = s.Ready() == nil
-		} else {
-			// Peers' API addresses and readiness arrive with node records
-			// in the replicated state (multi-node issue).
-			n.Ready = leaderID != ""
+			if n.GrpcAddress == "" {
+				n.GrpcAddress = s.cfg.GRPCAddr
+			}
+		case leading:
+			since, failing := s.unhealthy[srv.ID]
+			n.Ready = !failing
+			if failing {
+				n.LastContactMillis = time.Since(since).Milliseconds()
+			}
+		default:
+			// Only the leader hears every peer; others see the leader.
+			n.Ready = srv.ID == leaderID
 		}
 		out.Nodes = append(out.Nodes, n)
 	}
 	return out, nil
+}
+
+// LeaderAddress is the leader's gRPC address from its node record ("" when
+// there is no leader or it has not registered yet).
+func (s *Store) LeaderAddress() string {
+	_, id := s.raft.LeaderWithID()
+	if id == "" {
+		return ""
+	}
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	return s.fsm.st.nodes[string(id)].GetGrpcAddress()
+}
+
+// selfRecord is this node's record as configured.
+func (s *Store) selfRecord() *portalv1.Node {
+	return &portalv1.Node{Id: s.cfg.NodeID, GrpcAddress: s.cfg.GRPCAddr, RaftAddress: s.RaftAddr(),
+		Addresses: s.cfg.Addresses, Labels: s.cfg.Labels}
+}
+
+// SelfJoinRequest is what this node sends to join (or refresh its record).
+func (s *Store) SelfJoinRequest() *portalv1.JoinClusterRequest {
+	r := s.selfRecord()
+	return &portalv1.JoinClusterRequest{NodeId: r.GetId(), RaftAddress: r.GetRaftAddress(), GrpcAddress: r.GetGrpcAddress(),
+		Addresses: r.GetAddresses(), Labels: r.GetLabels()}
+}
+
+// EnsureNode records this node in the replicated state (the leader does it
+// for itself; followers go through JoinCluster on the leader).
+func (s *Store) EnsureNode(ctx context.Context) error {
+	_, err := s.Join(ctx, s.SelfJoinRequest())
+	return err
+}
+
+// Join adds a node as a voter (or updates its address) and records it.
+// Leader only; idempotent.
+func (s *Store) Join(ctx context.Context, req *portalv1.JoinClusterRequest) (*portalv1.GetClusterResponse, error) {
+	if req.GetNodeId() == "" || req.GetRaftAddress() == "" {
+		return nil, fieldError(codes.InvalidArgument, "JoinClusterRequest", req.GetNodeId(), "nodeId", "nodeId and raftAddress are required")
+	}
+	if !s.IsLeader() {
+		return nil, raftError(raft.ErrNotLeader, s)
+	}
+	fut := s.raft.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		return nil, raftError(err, s)
+	}
+	present := false
+	for _, srv := range fut.Configuration().Servers {
+		switch {
+		case string(srv.ID) == req.GetNodeId() && string(srv.Address) == req.GetRaftAddress():
+			present = true
+		case string(srv.ID) != req.GetNodeId() && string(srv.Address) == req.GetRaftAddress():
+			return nil, fieldError(codes.AlreadyExists, "JoinClusterRequest", req.GetNodeId(), "raftAddress",
+				fmt.Sprintf("%s is the raft address of node %s", srv.Address, srv.ID))
+		}
+	}
+	if !present {
+		timeout := applyTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = time.Until(dl)
+		}
+		if err := s.raft.AddVoter(raft.ServerID(req.GetNodeId()), raft.ServerAddress(req.GetRaftAddress()), 0, timeout).Error(); err != nil {
+			return nil, raftError(err, s)
+		}
+		s.log.Info("node joined", "node", req.GetNodeId(), "raft", req.GetRaftAddress(), "grpc", req.GetGrpcAddress())
+	}
+	node := &portalv1.Node{Id: req.GetNodeId(), GrpcAddress: req.GetGrpcAddress(), RaftAddress: req.GetRaftAddress(),
+		Addresses: req.GetAddresses(), Labels: req.GetLabels()}
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_RegisterNode{RegisterNode: &raftv1.RegisterNode{Node: node}}}); err != nil {
+		return nil, err
+	}
+	return s.Cluster(ctx)
+}
+
+// RemoveNode removes a node from the raft configuration and its record.
+func (s *Store) RemoveNode(ctx context.Context, id string) error {
+	if id == "" {
+		return fieldError(codes.InvalidArgument, "RemoveNodeRequest", "", "nodeId", "required")
+	}
+	if !s.IsLeader() {
+		return raftError(raft.ErrNotLeader, s)
+	}
+	fut := s.raft.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		return raftError(err, s)
+	}
+	found := false
+	for _, srv := range fut.Configuration().Servers {
+		found = found || string(srv.ID) == id
+	}
+	if !found {
+		return status.Errorf(codes.NotFound, "node %s is not a member of the cluster", id)
+	}
+	if _, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_RemoveNode{RemoveNode: &raftv1.RemoveNode{Id: id}}}); err != nil {
+		return err
+	}
+	if err := s.raft.RemoveServer(raft.ServerID(id), 0, applyTimeout).Error(); err != nil {
+		return raftError(err, s)
+	}
+	s.log.Info("node removed", "node", id)
+	return nil
+}
+
+// TransferLeadership hands leadership to id (or the best follower).
+func (s *Store) TransferLeadership(ctx context.Context, id string) (string, error) {
+	if !s.IsLeader() {
+		return "", raftError(raft.ErrNotLeader, s)
+	}
+	var fut raft.Future
+	if id == "" {
+		fut = s.raft.LeadershipTransfer()
+	} else {
+		cfg := s.raft.GetConfiguration()
+		if err := cfg.Error(); err != nil {
+			return "", raftError(err, s)
+		}
+		var addr raft.ServerAddress
+		for _, srv := range cfg.Configuration().Servers {
+			if string(srv.ID) == id {
+				addr = srv.Address
+			}
+		}
+		if addr == "" {
+			return "", status.Errorf(codes.NotFound, "node %s is not a member of the cluster", id)
+		}
+		fut = s.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+	}
+	if err := fut.Error(); err != nil {
+		return "", status.Errorf(codes.FailedPrecondition, "leadership transfer: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.WaitLeader(wctx); err != nil {
+		return "", err
+	}
+	_, leader := s.raft.LeaderWithID()
+	return string(leader), nil
 }
 
 func parseUint(s string) uint64 {

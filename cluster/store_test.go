@@ -24,7 +24,7 @@ func testConfig() *portalv1.ClusterConfig {
 func openStore(t *testing.T, dir string, cc *portalv1.ClusterConfig, mod ...func(*Config)) *Store {
 	t.Helper()
 	cfg := Config{
-		NodeID: "n1", DataDir: dir, RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:7400", Cluster: cc,
+		NodeID: "n1", DataDir: dir, RaftAddr: "127.0.0.1:0", Bootstrap: true, GRPCAddr: "127.0.0.1:7400", Cluster: cc,
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, RaftLog: io.Discard,
 	}
 	for _, m := range mod {

@@ -39,7 +39,7 @@ func start(t *testing.T) *env {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	st, err := cluster.Open(cluster.Config{
-		NodeID: "n1", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", RaftLog: io.Discard, Registerer: reg,
+		NodeID: "n1", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true, RaftLog: io.Discard, Registerer: reg,
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 		Cluster: &portalv1.ClusterConfig{ServiceCidr: "127.96.0.0/16", LbPool: "127.97.0.0/16", NodePortMin: 30000, NodePortMax: 32767, AllowLoopbackEndpoints: true},
 	})

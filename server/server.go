@@ -7,6 +7,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -41,6 +45,14 @@ type Store interface {
 	WatchEndpoints(ctx context.Context, ns string, rv uint64, send func(*portalv1.WatchEndpointsResponse) error) error
 
 	Cluster(ctx context.Context) (*portalv1.GetClusterResponse, error)
+	Join(ctx context.Context, req *portalv1.JoinClusterRequest) (*portalv1.GetClusterResponse, error)
+	RemoveNode(ctx context.Context, id string) error
+	TransferLeadership(ctx context.Context, id string) (string, error)
+
+	// IsLeader and LeaderAddress (the leader's gRPC address) route requests
+	// that need the leader.
+	IsLeader() bool
+	LeaderAddress() string
 }
 
 // Options configures the gRPC server.
@@ -49,6 +61,11 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// ServerOptions are added (for example TLS credentials).
 	ServerOptions []grpc.ServerOption
+	// NodeID names this node in forwarded requests.
+	NodeID string
+	// ForwardDialOptions dial the leader when a follower forwards a request
+	// (transport credentials: insecure when empty).
+	ForwardDialOptions []grpc.DialOption
 }
 
 // New returns a gRPC server serving the portal API, reflection and health.
@@ -59,8 +76,13 @@ func New(store Store, opts Options) (*grpc.Server, *health.Server) {
 		log = slog.Default()
 	}
 	m := newMetrics(opts.Registerer)
+	dial := opts.ForwardDialOptions
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	fw := newForwarder(store, opts.NodeID, dial)
 	sopts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(m.unary, recoverUnary(log)),
+		grpc.ChainUnaryInterceptor(m.unary, recoverUnary(log), fw.unary),
 		grpc.ChainStreamInterceptor(m.stream, recoverStream(log)),
 	}, opts.ServerOptions...)
 	gs := grpc.NewServer(sopts...)
@@ -292,6 +314,8 @@ func (a *api) WatchEndpoints(req *portalv1.WatchEndpointsRequest, stream grpc.Se
 	return a.store.WatchEndpoints(stream.Context(), req.GetNamespace(), req.GetResourceVersion(), stream.Send)
 }
 
+var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+
 type clusterAPI struct {
 	portalv1.UnimplementedClusterServiceServer
 	store Store
@@ -299,6 +323,50 @@ type clusterAPI struct {
 
 func (c *clusterAPI) GetCluster(ctx context.Context, _ *portalv1.GetClusterRequest) (*portalv1.GetClusterResponse, error) {
 	return c.store.Cluster(ctx)
+}
+
+func (c *clusterAPI) JoinCluster(ctx context.Context, req *portalv1.JoinClusterRequest) (*portalv1.JoinClusterResponse, error) {
+	var v violations
+	if !nodeIDRe.MatchString(req.GetNodeId()) {
+		v.add("nodeId", "%q must be 1-253 letters, digits, '.', '_' or '-', starting with a letter or digit", req.GetNodeId())
+	}
+	for _, f := range []struct{ name, addr string }{{"raftAddress", req.GetRaftAddress()}, {"grpcAddress", req.GetGrpcAddress()}} {
+		if _, port, err := net.SplitHostPort(f.addr); err != nil || port == "" || port == "0" {
+			v.add(f.name, "%q must be a host:port address", f.addr)
+		}
+	}
+	for i, a := range req.GetAddresses() {
+		if _, err := netip.ParseAddr(a); err != nil {
+			v.add(fmt.Sprintf("addresses[%d]", i), "%q must be an IP address", a)
+		}
+	}
+	checkLabels(&v, "labels", req.GetLabels())
+	if err := invalid("JoinClusterRequest", req.GetNodeId(), v); err != nil {
+		return nil, err
+	}
+	out, err := c.store.Join(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &portalv1.JoinClusterResponse{Cluster: out}, nil
+}
+
+func (c *clusterAPI) RemoveNode(ctx context.Context, req *portalv1.RemoveNodeRequest) (*portalv1.RemoveNodeResponse, error) {
+	if req.GetNodeId() == "" {
+		return nil, required("nodeId")
+	}
+	if err := c.store.RemoveNode(ctx, req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	return &portalv1.RemoveNodeResponse{}, nil
+}
+
+func (c *clusterAPI) TransferLeadership(ctx context.Context, req *portalv1.TransferLeadershipRequest) (*portalv1.TransferLeadershipResponse, error) {
+	leader, err := c.store.TransferLeadership(ctx, req.GetNodeId())
+	if err != nil {
+		return nil, err
+	}
+	return &portalv1.TransferLeadershipResponse{Leader: leader}, nil
 }
 
 // metrics counts requests and their latency per RPC.

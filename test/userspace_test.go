@@ -36,7 +36,7 @@ var envSeq atomic.Int32
 func newUserspaceEnv(t *testing.T) Env {
 	n := envSeq.Add(1)
 	st, err := cluster.Open(cluster.Config{
-		NodeID: "gw-1", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", RaftLog: io.Discard,
+		NodeID: "gw-1", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true, RaftLog: io.Discard,
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 		Cluster: &portalv1.ClusterConfig{
 			ServiceCidr: fmt.Sprintf("127.98.%d.0/24", n), LbPool: fmt.Sprintf("127.99.%d.0/24", n),

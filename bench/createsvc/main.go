@@ -71,7 +71,7 @@ func runOnce(n, c int) result {
 	}
 	defer os.RemoveAll(dir)
 	st, err := cluster.Open(cluster.Config{
-		NodeID: "bench", DataDir: dir, RaftAddr: "127.0.0.1:0", RaftLog: io.Discard,
+		NodeID: "bench", DataDir: dir, RaftAddr: "127.0.0.1:0", Bootstrap: true, RaftLog: io.Discard,
 		Cluster: &portalv1.ClusterConfig{ServiceCidr: "127.96.0.0/16", LbPool: "127.97.0.0/16", NodePortMin: 30000, NodePortMax: 32767},
 	})
 	if err != nil {

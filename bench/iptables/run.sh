@@ -26,8 +26,11 @@ echo "command: bench/iptables/run.sh ${sizes[*]}"
 echo
 echo "| services | rules | full sync ms | iptables-restore alone ms (floor) | full / floor | full resync over existing rules ms | one-endpoint change ms |"
 echo "|---:|---:|---:|---:|---:|---:|---:|"
+ROUNDS_SMALL=${ROUNDS_SMALL:-3}   # rounds up to 1000 services
+ROUNDS_LARGE=${ROUNDS_LARGE:-1}   # rounds above (each one takes minutes on 2 cores)
 for n in "${sizes[@]}"; do
-  inns bin/bench-iptables -phase sync -services "$n" -rounds 3
+  rounds=$ROUNDS_SMALL; [ "$n" -le 1000 ] || rounds=$ROUNDS_LARGE
+  inns bin/bench-iptables -phase sync -services "$n" -rounds "$rounds"
 done
 echo
 echo "| services | writes | write-to-rule p50 ms | p99 ms |"

@@ -39,6 +39,8 @@ type config struct {
 	UDPIdleTimeout         time.Duration
 	DialTimeout            time.Duration
 	ResyncInterval         time.Duration
+	Bootstrap              bool
+	Join                   string
 	ClusterCIDR            string
 	MasqueradeAll          bool
 }
@@ -52,6 +54,8 @@ func bindConfig(fs *pflag.FlagSet) *viper.Viper {
 	}
 	fs.String("config", "", "YAML configuration file (keys as the flags' names)")
 	fs.String("data-dir", "./portal-data", "directory for the raft log and snapshots")
+	fs.Bool("bootstrap", false, "start a new cluster with this node as its only voter (the default when --join is not given)")
+	fs.String("join", "", "gRPC address (host:port) of any member of the cluster to join")
 	fs.String("node-id", host, "this node's unique id in the cluster")
 	fs.String("grpc-addr", "127.0.0.1:7400", "gRPC API address")
 	fs.String("raft-addr", "127.0.0.1:7401", "raft address (bound and advertised)")
@@ -116,6 +120,8 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		UDPIdleTimeout:         v.GetDuration("udp-idle-timeout"),
 		DialTimeout:            v.GetDuration("dial-timeout"),
 		ResyncInterval:         v.GetDuration("resync-interval"),
+		Bootstrap:              v.GetBool("bootstrap"),
+		Join:                   v.GetString("join"),
 		ClusterCIDR:            v.GetString("cluster-cidr"),
 		MasqueradeAll:          v.GetBool("masquerade-all"),
 	}
@@ -148,6 +154,9 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		if _, err := netip.ParsePrefix(c.ClusterCIDR); err != nil {
 			bad("cluster-cidr", "%q is not a CIDR", c.ClusterCIDR)
 		}
+	}
+	if c.Bootstrap && c.Join != "" {
+		bad("join", "--bootstrap and --join exclude each other")
 	}
 	if c.NodeID == "" {
 		bad("node-id", "required")

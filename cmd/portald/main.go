@@ -21,11 +21,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/portal-lb/portal/cluster"
 	"github.com/portal-lb/portal/dataplane"
 	"github.com/portal-lb/portal/dataplane/iptables"
 	"github.com/portal-lb/portal/dataplane/userspace"
+	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 	"github.com/portal-lb/portal/server"
 )
 
@@ -95,6 +100,8 @@ func run(ctx context.Context, cfg *config) error {
 		DataDir:    dataDir,
 		RaftAddr:   cfg.RaftAddr,
 		GRPCAddr:   grpcLis.Addr().String(),
+		Bootstrap:  cfg.Bootstrap || cfg.Join == "",
+		Addresses:  cfg.NodeAddresses,
 		Cluster:    cfg.clusterConfig(),
 		Logger:     log,
 		Registerer: reg,
@@ -104,7 +111,7 @@ func run(ctx context.Context, cfg *config) error {
 		httpLis.Close()
 		return err
 	}
-	gs, hs := server.New(store, server.Options{Logger: log, Registerer: reg})
+	gs, hs := server.New(store, server.Options{Logger: log, Registerer: reg, NodeID: cfg.NodeID})
 	httpSrv := &http.Server{Handler: server.NewHTTPHandler(store.Ready, reg, cfg.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
@@ -114,7 +121,7 @@ func run(ctx context.Context, cfg *config) error {
 		}
 	}()
 
-	if err := becomeReady(ctx, store); err != nil {
+	if err := becomeReady(ctx, store, cfg.Join, log); err != nil {
 		log.Error("not ready", "err", err)
 	} else {
 		server.SetServing(hs, true)
@@ -210,14 +217,65 @@ func removeStaleIPTables(log *slog.Logger) {
 	}
 }
 
-// becomeReady waits for a leader and replicates the allocation config.
-func becomeReady(ctx context.Context, store *cluster.Store) error {
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// becomeReady joins the cluster when asked to, waits for a leader, and
+// makes sure the replicated state has the allocation settings and this
+// node's record.
+func becomeReady(ctx context.Context, store *cluster.Store, join string, log *slog.Logger) error {
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := store.WaitLeader(wctx); err != nil {
-		return err
+	if join != "" {
+		if err := joinCluster(wctx, join, store.SelfJoinRequest(), log); err != nil {
+			return err
+		}
 	}
-	return store.EnsureConfig(wctx)
+	if err := store.WaitLeader(wctx); err != nil {
+		return fmt.Errorf("%w (a node removed from its cluster never sees a leader again: wipe its data directory and join anew)", err)
+	}
+	if store.IsLeader() {
+		if err := store.EnsureConfig(wctx); err != nil {
+			return err
+		}
+		return store.EnsureNode(wctx)
+	}
+	if join == "" {
+		// A restarted member refreshes its record (addresses may change).
+		for addr := ""; addr == "" && wctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
+			addr = store.LeaderAddress()
+			if addr != "" {
+				return joinCluster(wctx, addr, store.SelfJoinRequest(), log)
+			}
+		}
+	}
+	return nil
+}
+
+// joinCluster asks a member (any: it forwards to the leader) to add this
+// node, retrying until the cluster answers.
+func joinCluster(ctx context.Context, addr string, req *portalv1.JoinClusterRequest, log *slog.Logger) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("join %s: %w", addr, err)
+	}
+	defer conn.Close()
+	c := portalv1.NewClusterServiceClient(conn)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.JoinCluster(cctx, req)
+		cancel()
+		if err == nil {
+			log.Info("joined the cluster", "via", addr)
+			return nil
+		}
+		if code := status.Code(err); code == codes.InvalidArgument || code == codes.AlreadyExists {
+			return fmt.Errorf("join %s: %w", addr, err)
+		}
+		log.Warn("join failed; retrying", "via", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join %s: %w", addr, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func newLogger(cfg *config) *slog.Logger {

@@ -57,6 +57,297 @@ func (*GetClusterRequest) Descriptor() ([]byte, []int) {
 	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{0}
 }
 
+type JoinClusterRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NodeId      string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	// Addresses the node serves NodePorts on.
+	Addresses     []string          `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterRequest) Reset() {
+	*x = JoinClusterRequest{}
+	mi := &file_portal_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterRequest) ProtoMessage() {}
+
+func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
+func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JoinClusterRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *JoinClusterRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type JoinClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       *GetClusterResponse    `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterResponse) Reset() {
+	*x = JoinClusterResponse{}
+	mi := &file_portal_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterResponse) ProtoMessage() {}
+
+func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
+func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *JoinClusterResponse) GetCluster() *GetClusterResponse {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_portal_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_portal_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: raft picks the most up-to-date follower.
+	NodeId        string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_portal_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TransferLeadershipRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new leader.
+	Leader        string `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_portal_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TransferLeadershipResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 type GetClusterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
@@ -74,7 +365,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_portal_v1_cluster_proto_msgTypes[1]
+	mi := &file_portal_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -86,7 +377,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_cluster_proto_msgTypes[1]
+	mi := &file_portal_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -99,7 +390,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetClusterResponse) GetNodes() []*Node {
@@ -165,7 +456,7 @@ type ClusterConfig struct {
 
 func (x *ClusterConfig) Reset() {
 	*x = ClusterConfig{}
-	mi := &file_portal_v1_cluster_proto_msgTypes[2]
+	mi := &file_portal_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +468,7 @@ func (x *ClusterConfig) String() string {
 func (*ClusterConfig) ProtoMessage() {}
 
 func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_cluster_proto_msgTypes[2]
+	mi := &file_portal_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +481,7 @@ func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
 func (*ClusterConfig) Descriptor() ([]byte, []int) {
-	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_portal_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClusterConfig) GetServiceCidr() string {
@@ -233,7 +524,25 @@ var File_portal_v1_cluster_proto protoreflect.FileDescriptor
 const file_portal_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x17portal/v1/cluster.proto\x12\tportal.v1\x1a\x15portal/v1/types.proto\"\x13\n" +
-	"\x11GetClusterRequest\"\xfa\x01\n" +
+	"\x11GetClusterRequest\"\x8f\x02\n" +
+	"\x12JoinClusterRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12\x1c\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\x12A\n" +
+	"\x06labels\x18\x05 \x03(\v2).portal.v1.JoinClusterRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x13JoinClusterResponse\x127\n" +
+	"\acluster\x18\x01 \x01(\v2\x1d.portal.v1.GetClusterResponseR\acluster\",\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x14\n" +
+	"\x12RemoveNodeResponse\"4\n" +
+	"\x19TransferLeadershipRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"4\n" +
+	"\x1aTransferLeadershipResponse\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\"\xfa\x01\n" +
 	"\x12GetClusterResponse\x12%\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x0f.portal.v1.NodeR\x05nodes\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
@@ -247,10 +556,14 @@ const file_portal_v1_cluster_proto_rawDesc = "" +
 	"\alb_pool\x18\x02 \x01(\tR\x06lbPool\x12\"\n" +
 	"\rnode_port_min\x18\x03 \x01(\x05R\vnodePortMin\x12\"\n" +
 	"\rnode_port_max\x18\x04 \x01(\x05R\vnodePortMax\x128\n" +
-	"\x18allow_loopback_endpoints\x18\x05 \x01(\bR\x16allowLoopbackEndpoints2[\n" +
+	"\x18allow_loopback_endpoints\x18\x05 \x01(\bR\x16allowLoopbackEndpoints2\xd7\x02\n" +
 	"\x0eClusterService\x12I\n" +
 	"\n" +
-	"GetCluster\x12\x1c.portal.v1.GetClusterRequest\x1a\x1d.portal.v1.GetClusterResponseB6Z4github.com/portal-lb/portal/proto/portal/v1;portalv1b\x06proto3"
+	"GetCluster\x12\x1c.portal.v1.GetClusterRequest\x1a\x1d.portal.v1.GetClusterResponse\x12L\n" +
+	"\vJoinCluster\x12\x1d.portal.v1.JoinClusterRequest\x1a\x1e.portal.v1.JoinClusterResponse\x12I\n" +
+	"\n" +
+	"RemoveNode\x12\x1c.portal.v1.RemoveNodeRequest\x1a\x1d.portal.v1.RemoveNodeResponse\x12a\n" +
+	"\x12TransferLeadership\x12$.portal.v1.TransferLeadershipRequest\x1a%.portal.v1.TransferLeadershipResponseB6Z4github.com/portal-lb/portal/proto/portal/v1;portalv1b\x06proto3"
 
 var (
 	file_portal_v1_cluster_proto_rawDescOnce sync.Once
@@ -264,23 +577,38 @@ func file_portal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_portal_v1_cluster_proto_rawDescData
 }
 
-var file_portal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_portal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_portal_v1_cluster_proto_goTypes = []any{
-	(*GetClusterRequest)(nil),  // 0: portal.v1.GetClusterRequest
-	(*GetClusterResponse)(nil), // 1: portal.v1.GetClusterResponse
-	(*ClusterConfig)(nil),      // 2: portal.v1.ClusterConfig
-	(*Node)(nil),               // 3: portal.v1.Node
+	(*GetClusterRequest)(nil),          // 0: portal.v1.GetClusterRequest
+	(*JoinClusterRequest)(nil),         // 1: portal.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),        // 2: portal.v1.JoinClusterResponse
+	(*RemoveNodeRequest)(nil),          // 3: portal.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 4: portal.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 5: portal.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 6: portal.v1.TransferLeadershipResponse
+	(*GetClusterResponse)(nil),         // 7: portal.v1.GetClusterResponse
+	(*ClusterConfig)(nil),              // 8: portal.v1.ClusterConfig
+	nil,                                // 9: portal.v1.JoinClusterRequest.LabelsEntry
+	(*Node)(nil),                       // 10: portal.v1.Node
 }
 var file_portal_v1_cluster_proto_depIdxs = []int32{
-	3, // 0: portal.v1.GetClusterResponse.nodes:type_name -> portal.v1.Node
-	2, // 1: portal.v1.GetClusterResponse.config:type_name -> portal.v1.ClusterConfig
-	0, // 2: portal.v1.ClusterService.GetCluster:input_type -> portal.v1.GetClusterRequest
-	1, // 3: portal.v1.ClusterService.GetCluster:output_type -> portal.v1.GetClusterResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9,  // 0: portal.v1.JoinClusterRequest.labels:type_name -> portal.v1.JoinClusterRequest.LabelsEntry
+	7,  // 1: portal.v1.JoinClusterResponse.cluster:type_name -> portal.v1.GetClusterResponse
+	10, // 2: portal.v1.GetClusterResponse.nodes:type_name -> portal.v1.Node
+	8,  // 3: portal.v1.GetClusterResponse.config:type_name -> portal.v1.ClusterConfig
+	0,  // 4: portal.v1.ClusterService.GetCluster:input_type -> portal.v1.GetClusterRequest
+	1,  // 5: portal.v1.ClusterService.JoinCluster:input_type -> portal.v1.JoinClusterRequest
+	3,  // 6: portal.v1.ClusterService.RemoveNode:input_type -> portal.v1.RemoveNodeRequest
+	5,  // 7: portal.v1.ClusterService.TransferLeadership:input_type -> portal.v1.TransferLeadershipRequest
+	7,  // 8: portal.v1.ClusterService.GetCluster:output_type -> portal.v1.GetClusterResponse
+	2,  // 9: portal.v1.ClusterService.JoinCluster:output_type -> portal.v1.JoinClusterResponse
+	4,  // 10: portal.v1.ClusterService.RemoveNode:output_type -> portal.v1.RemoveNodeResponse
+	6,  // 11: portal.v1.ClusterService.TransferLeadership:output_type -> portal.v1.TransferLeadershipResponse
+	8,  // [8:12] is the sub-list for method output_type
+	4,  // [4:8] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_portal_v1_cluster_proto_init() }
@@ -295,7 +623,7 @@ func file_portal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portal_v1_cluster_proto_rawDesc), len(file_portal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

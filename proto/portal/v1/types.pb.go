@@ -976,9 +976,15 @@ type Node struct {
 	Role  string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
 	Ready bool   `protobuf:"varint,5,opt,name=ready,proto3" json:"ready,omitempty"`
 	// "voter" or "nonvoter".
-	Suffrage      string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Suffrage string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	// Addresses the node serves NodePorts on.
+	Addresses []string          `protobuf:"bytes,7,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Labels    map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Milliseconds since the leader last heard from this node (leader's view;
+	// 0 on the leader itself or when unknown).
+	LastContactMillis int64 `protobuf:"varint,9,opt,name=last_contact_millis,json=lastContactMillis,proto3" json:"last_contact_millis,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -1051,6 +1057,27 @@ func (x *Node) GetSuffrage() string {
 		return x.Suffrage
 	}
 	return ""
+}
+
+func (x *Node) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *Node) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Node) GetLastContactMillis() int64 {
+	if x != nil {
+		return x.LastContactMillis
+	}
+	return 0
 }
 
 var File_portal_v1_types_proto protoreflect.FileDescriptor
@@ -1138,14 +1165,20 @@ const file_portal_v1_types_proto_rawDesc = "" +
 	"\fEndpointPort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1a\n" +
-	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xa2\x01\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xe0\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12\x14\n" +
 	"\x05ready\x18\x05 \x01(\bR\x05ready\x12\x1a\n" +
-	"\bsuffrage\x18\x06 \x01(\tR\bsuffrageB6Z4github.com/portal-lb/portal/proto/portal/v1;portalv1b\x06proto3"
+	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12\x1c\n" +
+	"\taddresses\x18\a \x03(\tR\taddresses\x123\n" +
+	"\x06labels\x18\b \x03(\v2\x1b.portal.v1.Node.LabelsEntryR\x06labels\x12.\n" +
+	"\x13last_contact_millis\x18\t \x01(\x03R\x11lastContactMillis\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B6Z4github.com/portal-lb/portal/proto/portal/v1;portalv1b\x06proto3"
 
 var (
 	file_portal_v1_types_proto_rawDescOnce sync.Once
@@ -1159,7 +1192,7 @@ func file_portal_v1_types_proto_rawDescGZIP() []byte {
 	return file_portal_v1_types_proto_rawDescData
 }
 
-var file_portal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_portal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_portal_v1_types_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: portal.v1.ObjectMeta
 	(*Service)(nil),               // 1: portal.v1.Service
@@ -1179,12 +1212,13 @@ var file_portal_v1_types_proto_goTypes = []any{
 	nil,                           // 15: portal.v1.ObjectMeta.LabelsEntry
 	nil,                           // 16: portal.v1.ObjectMeta.AnnotationsEntry
 	nil,                           // 17: portal.v1.ServiceSpec.SelectorEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	nil,                           // 18: portal.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_portal_v1_types_proto_depIdxs = []int32{
 	15, // 0: portal.v1.ObjectMeta.labels:type_name -> portal.v1.ObjectMeta.LabelsEntry
 	16, // 1: portal.v1.ObjectMeta.annotations:type_name -> portal.v1.ObjectMeta.AnnotationsEntry
-	18, // 2: portal.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	19, // 2: portal.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 3: portal.v1.Service.metadata:type_name -> portal.v1.ObjectMeta
 	2,  // 4: portal.v1.Service.spec:type_name -> portal.v1.ServiceSpec
 	6,  // 5: portal.v1.Service.status:type_name -> portal.v1.ServiceStatus
@@ -1195,17 +1229,18 @@ var file_portal_v1_types_proto_depIdxs = []int32{
 	7,  // 10: portal.v1.ServiceStatus.load_balancer:type_name -> portal.v1.LoadBalancerStatus
 	9,  // 11: portal.v1.ServiceStatus.conditions:type_name -> portal.v1.Condition
 	8,  // 12: portal.v1.LoadBalancerStatus.ingress:type_name -> portal.v1.LoadBalancerIngress
-	18, // 13: portal.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	19, // 13: portal.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 14: portal.v1.Endpoints.metadata:type_name -> portal.v1.ObjectMeta
 	11, // 15: portal.v1.Endpoints.subsets:type_name -> portal.v1.EndpointSubset
 	12, // 16: portal.v1.EndpointSubset.addresses:type_name -> portal.v1.EndpointAddress
 	12, // 17: portal.v1.EndpointSubset.not_ready_addresses:type_name -> portal.v1.EndpointAddress
 	13, // 18: portal.v1.EndpointSubset.ports:type_name -> portal.v1.EndpointPort
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	18, // 19: portal.v1.Node.labels:type_name -> portal.v1.Node.LabelsEntry
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_portal_v1_types_proto_init() }
@@ -1219,7 +1254,7 @@ func file_portal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portal_v1_types_proto_rawDesc), len(file_portal_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,6 +40,8 @@ type Command struct {
 	//	*Command_PutEndpoints
 	//	*Command_DeleteEndpoints
 	//	*Command_SetConfig
+	//	*Command_RegisterNode
+	//	*Command_RemoveNode
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -150,6 +152,24 @@ func (x *Command) GetSetConfig() *SetConfig {
 	return nil
 }
 
+func (x *Command) GetRegisterNode() *RegisterNode {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RegisterNode); ok {
+			return x.RegisterNode
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveNode() *RemoveNode {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RemoveNode); ok {
+			return x.RemoveNode
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -178,6 +198,14 @@ type Command_SetConfig struct {
 	SetConfig *SetConfig `protobuf:"bytes,15,opt,name=set_config,json=setConfig,proto3,oneof"`
 }
 
+type Command_RegisterNode struct {
+	RegisterNode *RegisterNode `protobuf:"bytes,16,opt,name=register_node,json=registerNode,proto3,oneof"`
+}
+
+type Command_RemoveNode struct {
+	RemoveNode *RemoveNode `protobuf:"bytes,17,opt,name=remove_node,json=removeNode,proto3,oneof"`
+}
+
 func (*Command_CreateService) isCommand_Op() {}
 
 func (*Command_UpdateService) isCommand_Op() {}
@@ -189,6 +217,10 @@ func (*Command_PutEndpoints) isCommand_Op() {}
 func (*Command_DeleteEndpoints) isCommand_Op() {}
 
 func (*Command_SetConfig) isCommand_Op() {}
+
+func (*Command_RegisterNode) isCommand_Op() {}
+
+func (*Command_RemoveNode) isCommand_Op() {}
 
 type CreateService struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -495,6 +527,95 @@ func (x *SetConfig) GetConfig() *v1.ClusterConfig {
 	return nil
 }
 
+// RegisterNode records (or updates) a node of the cluster.
+type RegisterNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *v1.Node               `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterNode) Reset() {
+	*x = RegisterNode{}
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNode) ProtoMessage() {}
+
+func (x *RegisterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
+func (*RegisterNode) Descriptor() ([]byte, []int) {
+	return file_portal_raft_v1_raft_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RegisterNode) GetNode() *v1.Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type RemoveNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNode) Reset() {
+	*x = RemoveNode{}
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNode) ProtoMessage() {}
+
+func (x *RemoveNode) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
+func (*RemoveNode) Descriptor() ([]byte, []int) {
+	return file_portal_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RemoveNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // Cursors remember where each allocator last allocated, so that freed
 // values are not reused at once and every node allocates alike.
 type Cursors struct {
@@ -508,7 +629,7 @@ type Cursors struct {
 
 func (x *Cursors) Reset() {
 	*x = Cursors{}
-	mi := &file_portal_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +641,7 @@ func (x *Cursors) String() string {
 func (*Cursors) ProtoMessage() {}
 
 func (x *Cursors) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +654,7 @@ func (x *Cursors) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursors.ProtoReflect.Descriptor instead.
 func (*Cursors) Descriptor() ([]byte, []int) {
-	return file_portal_raft_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_portal_raft_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Cursors) GetClusterIp() uint64 {
@@ -565,13 +686,14 @@ type State struct {
 	Services      []*v1.Service          `protobuf:"bytes,3,rep,name=services,proto3" json:"services,omitempty"`
 	Endpoints     []*v1.Endpoints        `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	Cursors       *Cursors               `protobuf:"bytes,5,opt,name=cursors,proto3" json:"cursors,omitempty"`
+	Nodes         []*v1.Node             `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_portal_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +705,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_portal_raft_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +718,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_portal_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_portal_raft_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *State) GetRevision() uint64 {
@@ -634,11 +756,18 @@ func (x *State) GetCursors() *Cursors {
 	return nil
 }
 
+func (x *State) GetNodes() []*v1.Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 var File_portal_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_portal_raft_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x19portal/raft/v1/raft.proto\x12\x0eportal.raft.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17portal/v1/cluster.proto\x1a\x15portal/v1/types.proto\"\xf8\x03\n" +
+	"\x19portal/raft/v1/raft.proto\x12\x0eportal.raft.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17portal/v1/cluster.proto\x1a\x15portal/v1/types.proto\"\xfc\x04\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\tR\x03uid\x12F\n" +
@@ -649,7 +778,10 @@ const file_portal_raft_v1_raft_proto_rawDesc = "" +
 	"\rput_endpoints\x18\r \x01(\v2\x1c.portal.raft.v1.PutEndpointsH\x00R\fputEndpoints\x12L\n" +
 	"\x10delete_endpoints\x18\x0e \x01(\v2\x1f.portal.raft.v1.DeleteEndpointsH\x00R\x0fdeleteEndpoints\x12:\n" +
 	"\n" +
-	"set_config\x18\x0f \x01(\v2\x19.portal.raft.v1.SetConfigH\x00R\tsetConfigB\x04\n" +
+	"set_config\x18\x0f \x01(\v2\x19.portal.raft.v1.SetConfigH\x00R\tsetConfig\x12C\n" +
+	"\rregister_node\x18\x10 \x01(\v2\x1c.portal.raft.v1.RegisterNodeH\x00R\fregisterNode\x12=\n" +
+	"\vremove_node\x18\x11 \x01(\v2\x1a.portal.raft.v1.RemoveNodeH\x00R\n" +
+	"removeNodeB\x04\n" +
 	"\x02op\"=\n" +
 	"\rCreateService\x12,\n" +
 	"\aservice\x18\x01 \x01(\v2\x12.portal.v1.ServiceR\aservice\"U\n" +
@@ -667,18 +799,24 @@ const file_portal_raft_v1_raft_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
 	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\"=\n" +
 	"\tSetConfig\x120\n" +
-	"\x06config\x18\x01 \x01(\v2\x18.portal.v1.ClusterConfigR\x06config\"Z\n" +
+	"\x06config\x18\x01 \x01(\v2\x18.portal.v1.ClusterConfigR\x06config\"3\n" +
+	"\fRegisterNode\x12#\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.portal.v1.NodeR\x04node\"\x1c\n" +
+	"\n" +
+	"RemoveNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"Z\n" +
 	"\aCursors\x12\x1d\n" +
 	"\n" +
 	"cluster_ip\x18\x01 \x01(\x04R\tclusterIp\x12\x13\n" +
 	"\x05lb_ip\x18\x02 \x01(\x04R\x04lbIp\x12\x1b\n" +
-	"\tnode_port\x18\x03 \x01(\x04R\bnodePort\"\xec\x01\n" +
+	"\tnode_port\x18\x03 \x01(\x04R\bnodePort\"\x93\x02\n" +
 	"\x05State\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x120\n" +
 	"\x06config\x18\x02 \x01(\v2\x18.portal.v1.ClusterConfigR\x06config\x12.\n" +
 	"\bservices\x18\x03 \x03(\v2\x12.portal.v1.ServiceR\bservices\x122\n" +
 	"\tendpoints\x18\x04 \x03(\v2\x14.portal.v1.EndpointsR\tendpoints\x121\n" +
-	"\acursors\x18\x05 \x01(\v2\x17.portal.raft.v1.CursorsR\acursorsB9Z7github.com/portal-lb/portal/proto/portal/raft/v1;raftv1b\x06proto3"
+	"\acursors\x18\x05 \x01(\v2\x17.portal.raft.v1.CursorsR\acursors\x12%\n" +
+	"\x05nodes\x18\x06 \x03(\v2\x0f.portal.v1.NodeR\x05nodesB9Z7github.com/portal-lb/portal/proto/portal/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_portal_raft_v1_raft_proto_rawDescOnce sync.Once
@@ -692,7 +830,7 @@ func file_portal_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_portal_raft_v1_raft_proto_rawDescData
 }
 
-var file_portal_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_portal_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_portal_raft_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),               // 0: portal.raft.v1.Command
 	(*CreateService)(nil),         // 1: portal.raft.v1.CreateService
@@ -701,34 +839,41 @@ var file_portal_raft_v1_raft_proto_goTypes = []any{
 	(*PutEndpoints)(nil),          // 4: portal.raft.v1.PutEndpoints
 	(*DeleteEndpoints)(nil),       // 5: portal.raft.v1.DeleteEndpoints
 	(*SetConfig)(nil),             // 6: portal.raft.v1.SetConfig
-	(*Cursors)(nil),               // 7: portal.raft.v1.Cursors
-	(*State)(nil),                 // 8: portal.raft.v1.State
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*v1.Service)(nil),            // 10: portal.v1.Service
-	(*v1.Endpoints)(nil),          // 11: portal.v1.Endpoints
-	(*v1.ClusterConfig)(nil),      // 12: portal.v1.ClusterConfig
+	(*RegisterNode)(nil),          // 7: portal.raft.v1.RegisterNode
+	(*RemoveNode)(nil),            // 8: portal.raft.v1.RemoveNode
+	(*Cursors)(nil),               // 9: portal.raft.v1.Cursors
+	(*State)(nil),                 // 10: portal.raft.v1.State
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*v1.Service)(nil),            // 12: portal.v1.Service
+	(*v1.Endpoints)(nil),          // 13: portal.v1.Endpoints
+	(*v1.ClusterConfig)(nil),      // 14: portal.v1.ClusterConfig
+	(*v1.Node)(nil),               // 15: portal.v1.Node
 }
 var file_portal_raft_v1_raft_proto_depIdxs = []int32{
-	9,  // 0: portal.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
+	11, // 0: portal.raft.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: portal.raft.v1.Command.create_service:type_name -> portal.raft.v1.CreateService
 	2,  // 2: portal.raft.v1.Command.update_service:type_name -> portal.raft.v1.UpdateService
 	3,  // 3: portal.raft.v1.Command.delete_service:type_name -> portal.raft.v1.DeleteService
 	4,  // 4: portal.raft.v1.Command.put_endpoints:type_name -> portal.raft.v1.PutEndpoints
 	5,  // 5: portal.raft.v1.Command.delete_endpoints:type_name -> portal.raft.v1.DeleteEndpoints
 	6,  // 6: portal.raft.v1.Command.set_config:type_name -> portal.raft.v1.SetConfig
-	10, // 7: portal.raft.v1.CreateService.service:type_name -> portal.v1.Service
-	10, // 8: portal.raft.v1.UpdateService.service:type_name -> portal.v1.Service
-	11, // 9: portal.raft.v1.PutEndpoints.endpoints:type_name -> portal.v1.Endpoints
-	12, // 10: portal.raft.v1.SetConfig.config:type_name -> portal.v1.ClusterConfig
-	12, // 11: portal.raft.v1.State.config:type_name -> portal.v1.ClusterConfig
-	10, // 12: portal.raft.v1.State.services:type_name -> portal.v1.Service
-	11, // 13: portal.raft.v1.State.endpoints:type_name -> portal.v1.Endpoints
-	7,  // 14: portal.raft.v1.State.cursors:type_name -> portal.raft.v1.Cursors
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	7,  // 7: portal.raft.v1.Command.register_node:type_name -> portal.raft.v1.RegisterNode
+	8,  // 8: portal.raft.v1.Command.remove_node:type_name -> portal.raft.v1.RemoveNode
+	12, // 9: portal.raft.v1.CreateService.service:type_name -> portal.v1.Service
+	12, // 10: portal.raft.v1.UpdateService.service:type_name -> portal.v1.Service
+	13, // 11: portal.raft.v1.PutEndpoints.endpoints:type_name -> portal.v1.Endpoints
+	14, // 12: portal.raft.v1.SetConfig.config:type_name -> portal.v1.ClusterConfig
+	15, // 13: portal.raft.v1.RegisterNode.node:type_name -> portal.v1.Node
+	14, // 14: portal.raft.v1.State.config:type_name -> portal.v1.ClusterConfig
+	12, // 15: portal.raft.v1.State.services:type_name -> portal.v1.Service
+	13, // 16: portal.raft.v1.State.endpoints:type_name -> portal.v1.Endpoints
+	9,  // 17: portal.raft.v1.State.cursors:type_name -> portal.raft.v1.Cursors
+	15, // 18: portal.raft.v1.State.nodes:type_name -> portal.v1.Node
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_portal_raft_v1_raft_proto_init() }
@@ -743,6 +888,8 @@ func file_portal_raft_v1_raft_proto_init() {
 		(*Command_PutEndpoints)(nil),
 		(*Command_DeleteEndpoints)(nil),
 		(*Command_SetConfig)(nil),
+		(*Command_RegisterNode)(nil),
+		(*Command_RemoveNode)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -750,7 +897,7 @@ func file_portal_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portal_raft_v1_raft_proto_rawDesc), len(file_portal_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
