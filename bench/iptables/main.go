@@ -40,6 +40,7 @@ var (
 	rounds    = flag.Int("rounds", 3, "rounds (median reported)")
 	writes    = flag.Int("writes", 50, "latency phase: endpoint writes measured")
 	portald   = flag.String("portald", "bin/portald", "latency phase: portald binary")
+	command   = flag.String("iptables", "iptables", "iptables variant: iptables, iptables-nft or iptables-legacy")
 )
 
 func main() {
@@ -104,7 +105,7 @@ func syncPhase() {
 	var full, resync, partial, floor []time.Duration
 	rules := 0
 	for r := 0; r < *rounds; r++ {
-		rec := &recorder{}
+		rec := &recorder{ExecRunner: iptables.ExecRunner{Command: *command}}
 		_ = iptables.Cleanup(ctx, rec.ExecRunner)
 		p := iptables.New(iptables.Config{Runner: rec})
 		t0 := time.Now()
@@ -131,7 +132,7 @@ func syncPhase() {
 		must(iptables.Cleanup(ctx, rec.ExecRunner))
 	}
 	f, fl, rs, pa := median(full), median(floor), median(resync), median(partial)
-	fmt.Printf("| %d | %d | %s | %s | %.2fx | %s | %s |\n", *services, rules, ms(f), ms(fl), float64(f)/float64(fl), ms(rs), ms(pa))
+	fmt.Printf("| %s | %d | %d | %s | %s | %.2fx | %s | %s |\n", *command, *services, rules, ms(f), ms(fl), float64(f)/float64(fl), ms(rs), ms(pa))
 }
 
 func must(err error) {

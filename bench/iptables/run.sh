@@ -21,16 +21,22 @@ inns() {
   ip netns del "$ns"
   return $rc
 }
-echo "machine: $(nproc) CPUs, $(uname -r), $(iptables --version)"
+echo "machine: $(nproc) CPUs, $(uname -r), $(iptables-legacy --version), $(iptables-nft --version)"
 echo "command: bench/iptables/run.sh ${sizes[*]}"
 echo
-echo "| services | rules | full sync ms | iptables-restore alone ms (floor) | full / floor | full resync over existing rules ms | one-endpoint change ms |"
-echo "|---:|---:|---:|---:|---:|---:|---:|"
+echo "| variant | services | rules | full sync ms | iptables-restore alone ms (floor) | full / floor | full resync over existing rules ms | one-endpoint change ms |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 ROUNDS_SMALL=${ROUNDS_SMALL:-3}   # rounds up to 1000 services
 ROUNDS_LARGE=${ROUNDS_LARGE:-1}   # rounds above (each one takes minutes on 2 cores)
-for n in "${sizes[@]}"; do
-  rounds=$ROUNDS_SMALL; [ "$n" -le 1000 ] || rounds=$ROUNDS_LARGE
-  inns bin/bench-iptables -phase sync -services "$n" -rounds "$rounds"
+# iptables-nft's restore grows much faster than linearly with the table;
+# MAX_NFT caps the sizes it is run at (10k services take tens of minutes).
+MAX_NFT=${MAX_NFT:-5000}
+for variant in ${VARIANTS:-iptables-legacy iptables-nft}; do
+  for n in "${sizes[@]}"; do
+    [ "$variant" != iptables-nft ] || [ "$n" -le "$MAX_NFT" ] || continue
+    rounds=$ROUNDS_SMALL; [ "$n" -le 1000 ] || rounds=$ROUNDS_LARGE
+    inns bin/bench-iptables -phase sync -services "$n" -rounds "$rounds" -iptables "$variant"
+  done
 done
 echo
 echo "| services | writes | write-to-rule p50 ms | p99 ms |"

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,11 +37,21 @@ type Runner interface {
 	Run(ctx context.Context, args ...string) error
 }
 
-// ExecRunner runs iptables, iptables-save and iptables-restore from PATH.
-type ExecRunner struct{}
+// ExecRunner runs iptables, iptables-save and iptables-restore from PATH;
+// Command names another variant ("iptables-legacy", "iptables-nft").
+type ExecRunner struct {
+	Command string
+}
 
-func (ExecRunner) Restore(ctx context.Context, input []byte) error {
-	cmd := exec.CommandContext(ctx, "iptables-restore", "-w", "5", "--noflush")
+func (r ExecRunner) bin(suffix string) string {
+	if r.Command == "" {
+		return "iptables" + suffix
+	}
+	return r.Command + suffix
+}
+
+func (r ExecRunner) Restore(ctx context.Context, input []byte) error {
+	cmd := exec.CommandContext(ctx, r.bin("-restore"), "-w", "5", "--noflush")
 	cmd.Stdin = bytes.NewReader(input)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("iptables-restore: %v: %s", err, strings.TrimSpace(string(out)))
@@ -48,16 +59,16 @@ func (ExecRunner) Restore(ctx context.Context, input []byte) error {
 	return nil
 }
 
-func (ExecRunner) Save(ctx context.Context, table string) ([]byte, error) {
-	out, err := exec.CommandContext(ctx, "iptables-save", "-t", table).Output()
+func (r ExecRunner) Save(ctx context.Context, table string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, r.bin("-save"), "-t", table).Output()
 	if err != nil {
 		return nil, fmt.Errorf("iptables-save -t %s: %v", table, err)
 	}
 	return out, nil
 }
 
-func (ExecRunner) Run(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "5"}, args...)...).CombinedOutput()
+func (r ExecRunner) Run(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, r.bin(""), append([]string{"-w", "5"}, args...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -136,14 +147,31 @@ func (p *Proxier) Sync(ctx context.Context, d *dataplane.Desired) error {
 	}
 	var input strings.Builder
 	for _, table := range []string{tableFilter, tableNAT} {
-		changed, removed, err := p.diff(ctx, table, want, full)
-		if err != nil {
-			return err
+		var existing []string
+		var jumped map[string]bool
+		if full {
+			// One save per table tells which PORTAL- chains exist (stale ones
+			// are deleted) and which jumps from built-in chains are in place
+			// (missing ones are inserted in the same transaction).
+			var err error
+			if existing, jumped, err = p.inspect(ctx, table); err != nil {
+				return err
+			}
 		}
-		if len(changed) == 0 && len(removed) == 0 {
+		changed, removed := p.diff(table, want, full, existing)
+		missing := missingJumps(table, jumped, full)
+		if len(changed) == 0 && len(removed) == 0 && len(missing) == 0 {
 			continue
 		}
-		input.WriteString(want.Restore(table, changed, removed))
+		text := want.Restore(table, changed, removed)
+		if input.Len() == 0 {
+			input.Grow(2 * len(text))
+		}
+		input.WriteString(strings.TrimSuffix(text, "COMMIT\n"))
+		for _, line := range missing {
+			input.WriteString(line + "\n")
+		}
+		input.WriteString("COMMIT\n")
 	}
 	kind := "noop"
 	if input.Len() > 0 {
@@ -157,11 +185,8 @@ func (p *Proxier) Sync(ctx context.Context, d *dataplane.Desired) error {
 		}
 	}
 	if full {
-		if err := p.ensureJumps(ctx); err != nil {
-			p.written = nil
-			return err
-		}
 		p.lastFull = time.Now()
+		p.lastCanary = p.lastFull
 	}
 	p.written = want
 	p.syncs.WithLabelValues(kind).Inc()
@@ -177,9 +202,9 @@ func (p *Proxier) Sync(ctx context.Context, d *dataplane.Desired) error {
 }
 
 // diff returns the chains of table to write and to delete. A full sync
-// writes every chain and deletes every PORTAL- chain the kernel has that
-// is not wanted (found with iptables-save).
-func (p *Proxier) diff(ctx context.Context, table string, want Ruleset, full bool) (changed, removed []string, err error) {
+// writes every chain and deletes every PORTAL- chain the kernel has
+// (existing) that is not wanted.
+func (p *Proxier) diff(table string, want Ruleset, full bool, existing []string) (changed, removed []string) {
 	for c, rules := range want[table] {
 		if full || !slices.Equal(p.written[table][c], rules) {
 			changed = append(changed, c)
@@ -187,41 +212,65 @@ func (p *Proxier) diff(ctx context.Context, table string, want Ruleset, full boo
 			changed = append(changed, c)
 		}
 	}
-	if full {
-		existing, err := p.existingChains(ctx, table)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, c := range existing {
-			if _, ok := want[table][c]; !ok {
-				removed = append(removed, c)
-			}
-		}
-	} else {
+	old := existing
+	if !full {
 		for c := range p.written[table] {
-			if _, ok := want[table][c]; !ok {
-				removed = append(removed, c)
-			}
+			old = append(old, c)
+		}
+	}
+	for _, c := range old {
+		if _, ok := want[table][c]; !ok {
+			removed = append(removed, c)
 		}
 	}
 	slices.Sort(changed)
 	slices.Sort(removed)
-	return changed, removed, nil
+	return changed, removed
 }
 
-// existingChains lists the PORTAL- chains of a table.
-func (p *Proxier) existingChains(ctx context.Context, table string) ([]string, error) {
+// inspect reads a table: its PORTAL- chains, and the portal jumps present
+// in built-in chains (keyed "CHAIN>TARGET").
+func (p *Proxier) inspect(ctx context.Context, table string) ([]string, map[string]bool, error) {
 	out, err := p.run.Save(ctx, table)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var chains []string
+	jumped := map[string]bool{}
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, ":PORTAL-") {
+		switch {
+		case strings.HasPrefix(line, ":PORTAL-"):
 			chains = append(chains, strings.Fields(line[1:])[0])
+		case strings.HasPrefix(line, "-A ") && strings.Contains(line, `--comment "portal `):
+			f := strings.Fields(line)
+			if len(f) > 2 && !strings.HasPrefix(f[1], "PORTAL-") && f[len(f)-2] == "-j" {
+				jumped[f[1]+">"+f[len(f)-1]] = true
+			}
 		}
 	}
-	return chains, nil
+	return chains, jumped, nil
+}
+
+// missingJumps renders restore lines inserting the jumps a full sync found
+// missing.
+func missingJumps(table string, jumped map[string]bool, full bool) []string {
+	if !full {
+		return nil
+	}
+	var out []string
+	for _, j := range jumps {
+		if j.table != table || jumped[j.chain+">"+j.target] {
+			continue
+		}
+		args := jumpArgs(j.table, j.target)
+		for i, a := range args {
+			if strings.Contains(a, " ") {
+				args[i] = strconv.Quote(a)
+			}
+		}
+		out = append(out, "-I "+j.chain+" "+strings.Join(args, " "))
+	}
+	return out
 }
 
 // canaryPresent reports whether our canary rule survived: `iptables -F`
@@ -236,20 +285,6 @@ func (p *Proxier) canaryPresent(ctx context.Context) bool {
 		}
 	}
 	return true
-}
-
-// ensureJumps puts the jumps from the built-in chains in place (first).
-func (p *Proxier) ensureJumps(ctx context.Context) error {
-	for _, j := range jumps {
-		spec := jumpArgs(j.table, j.target)
-		if p.run.Run(ctx, append([]string{"-t", j.table, "-C", j.chain}, spec...)...) == nil {
-			continue
-		}
-		if err := p.run.Run(ctx, append([]string{"-t", j.table, "-I", j.chain}, spec...)...); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // clearStaleUDP deletes conntrack entries of UDP flows whose endpoint was

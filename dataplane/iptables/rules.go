@@ -3,7 +3,6 @@ package iptables
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -87,9 +86,18 @@ func (r Ruleset) chain(table, chain string) {
 // hashName names a chain after what it serves: base32 of sha256, cut to
 // fit iptables' 28-character limit.
 func hashName(prefix string, parts ...string) string {
-	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
-	enc := base32.StdEncoding.EncodeToString(sum[:])
-	return prefix + enc[:28-len(prefix)-1]
+	h := sha256.New()
+	for i, p := range parts {
+		if i > 0 {
+			h.Write([]byte{0})
+		}
+		h.Write([]byte(p))
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	var enc [56]byte
+	base32.StdEncoding.Encode(enc[:], sum[:])
+	return prefix + string(enc[:28-len(prefix)-1])
 }
 
 // group is one service port and protocol: the unit kube-proxy names chains by.
@@ -97,9 +105,23 @@ type group struct {
 	service, port, proto string
 	cluster              *dataplane.VirtualServer   // the ClusterIP frontend, if any
 	external             []*dataplane.VirtualServer // NodePort, ExternalIP, LoadBalancer
+	comment              string                     // "-m comment --comment ..." for its rules
 }
 
 func (g *group) id() string { return g.service + ":" + g.port + "/" + g.proto }
+
+// match is "-d IP/32 -p proto -m proto --dport PORT".
+func (g *group) match(ip netip.Addr, port uint16) string {
+	return "-d " + ip.String() + "/32 -p " + g.proto + " -m " + g.proto + " --dport " + strconv.Itoa(int(port))
+}
+
+// rule appends a pre-joined rule to a chain.
+func (r Ruleset) rule(table, chain, spec string) {
+	if r[table] == nil {
+		r[table] = map[string][]string{}
+	}
+	r[table][chain] = append(r[table][chain], "-A "+chain+" "+spec)
+}
 
 // Build generates the ruleset for desired (IPv4 frontends and backends).
 func Build(d *dataplane.Desired, o Options) Ruleset {
@@ -127,6 +149,7 @@ func Build(d *dataplane.Desired, o Options) Ruleset {
 		g := groups[k]
 		if g == nil {
 			g = &group{service: v.Service, port: v.Port, proto: strings.ToLower(v.Protocol)}
+			g.comment = "-m comment --comment " + strconv.Quote(g.id())
 			groups[k] = g
 			order = append(order, k)
 		}
@@ -138,25 +161,25 @@ func Build(d *dataplane.Desired, o Options) Ruleset {
 	}
 	slices.Sort(order)
 	var nodePorts []string // appended after every service rule
+	masqueradeFrom := ""
+	if o.ClusterCIDR.IsValid() {
+		masqueradeFrom = "! -s " + o.ClusterCIDR.String() + " "
+	}
 	for _, k := range order {
 		g := groups[k]
-		comment := []string{"-m", "comment", "--comment", strconv.Quote(g.id())}
-		match := func(ip netip.Addr, port uint16) []string {
-			return []string{"-d", ip.String() + "/32", "-p", g.proto, "-m", g.proto, "--dport", strconv.Itoa(int(port))}
-		}
 		svcChain := hashName("PORTAL-SVC-", g.id())
-		if g.cluster != nil {
-			v := g.cluster
+		if v := g.cluster; v != nil {
+			m := g.comment + " " + g.match(v.Frontend.Addr(), v.Frontend.Port())
 			if len(backends4(v)) == 0 {
-				r.add(tableFilter, chainServices, append(append(comment, match(v.Frontend.Addr(), v.Frontend.Port())...), "-j", "REJECT")...)
+				r.rule(tableFilter, chainServices, m+" -j REJECT")
 			} else {
 				r.balance(g, svcChain, v, backends4(v))
 				if o.MasqueradeAll {
-					r.add(tableNAT, chainServices, append(append(comment, match(v.Frontend.Addr(), v.Frontend.Port())...), "-j", chainMarkMasq)...)
-				} else if o.ClusterCIDR.IsValid() {
-					r.add(tableNAT, chainServices, append(append(comment, "!", "-s", o.ClusterCIDR.String()), append(match(v.Frontend.Addr(), v.Frontend.Port()), "-j", chainMarkMasq)...)...)
+					r.rule(tableNAT, chainServices, m+" -j "+chainMarkMasq)
+				} else if masqueradeFrom != "" {
+					r.rule(tableNAT, chainServices, g.comment+" "+masqueradeFrom+g.match(v.Frontend.Addr(), v.Frontend.Port())+" -j "+chainMarkMasq)
 				}
-				r.add(tableNAT, chainServices, append(append(comment, match(v.Frontend.Addr(), v.Frontend.Port())...), "-j", svcChain)...)
+				r.rule(tableNAT, chainServices, m+" -j "+svcChain)
 			}
 		}
 		if len(g.external) == 0 {
@@ -172,43 +195,41 @@ func Build(d *dataplane.Desired, o Options) Ruleset {
 			if ext.Local {
 				svl := hashName("PORTAL-SVL-", g.id())
 				r.balance(g, svl, ext, extBackends)
-				r.add(tableNAT, extChain, append(comment, "-j", svl)...)
+				r.rule(tableNAT, extChain, g.comment+" -j "+svl)
 			} else {
-				r.add(tableNAT, extChain, append(comment, "-j", chainMarkMasq)...)
-				if g.cluster != nil && slices.Equal(backends4(g.cluster), extBackends) {
-					r.add(tableNAT, extChain, append(comment, "-j", svcChain)...)
-				} else {
+				r.rule(tableNAT, extChain, g.comment+" -j "+chainMarkMasq)
+				if g.cluster == nil || !slices.Equal(backends4(g.cluster), extBackends) {
 					r.balance(g, svcChain, ext, extBackends)
-					r.add(tableNAT, extChain, append(comment, "-j", svcChain)...)
 				}
+				r.rule(tableNAT, extChain, g.comment+" -j "+svcChain)
 			}
 		}
 		for _, v := range g.external {
-			m := match(v.Frontend.Addr(), v.Frontend.Port())
+			m := g.comment + " " + g.match(v.Frontend.Addr(), v.Frontend.Port())
 			if len(extBackends) == 0 {
-				r.add(tableFilter, chainServices, append(append(comment, m...), "-j", "REJECT")...)
+				r.rule(tableFilter, chainServices, m+" -j REJECT")
 				continue
 			}
 			if v.Kind == dataplane.KindNodePort {
-				nodePorts = append(nodePorts, strings.Join(append(append(comment, m...), "-j", extChain), " "))
+				nodePorts = append(nodePorts, m+" -j "+extChain)
 			} else {
-				r.add(tableNAT, chainServices, append(append(comment, m...), "-j", extChain)...)
+				r.rule(tableNAT, chainServices, m+" -j "+extChain)
 			}
 			if v.Kind == dataplane.KindLoadBalancer && len(v.SourceRanges) > 0 {
 				fw := hashName("PORTAL-FW-", g.id(), v.Frontend.String())
 				for _, p := range v.SourceRanges {
 					if p.Addr().Is4() {
-						r.add(tableFilter, fw, append(comment, "-s", p.String(), "-j", "RETURN")...)
+						r.rule(tableFilter, fw, g.comment+" -s "+p.String()+" -j RETURN")
 					}
 				}
-				r.add(tableFilter, fw, append(comment, "-j", "DROP")...)
-				r.add(tableFilter, chainFirewall, append(comment, "-p", g.proto, "-m", "conntrack",
-					"--ctorigdst", v.Frontend.Addr().String()+"/32", "--ctorigdstport", strconv.Itoa(int(v.Frontend.Port())), "-j", fw)...)
+				r.rule(tableFilter, fw, g.comment+" -j DROP")
+				r.rule(tableFilter, chainFirewall, g.comment+" -p "+g.proto+" -m conntrack --ctorigdst "+v.Frontend.Addr().String()+
+					"/32 --ctorigdstport "+strconv.Itoa(int(v.Frontend.Port()))+" -j "+fw)
 			}
 		}
 	}
 	for _, rule := range nodePorts {
-		r.add(tableNAT, chainNodePorts, rule)
+		r.rule(tableNAT, chainNodePorts, rule)
 	}
 	r.add(tableNAT, chainServices, "-m", "comment", "--comment", `"portal node ports; keep last"`, "-m", "addrtype", "--dst-type", "LOCAL", "-j", chainNodePorts)
 	return r
@@ -230,7 +251,6 @@ func (r Ruleset) balance(g *group, chain string, v *dataplane.VirtualServer, bac
 	if _, done := r[tableNAT][chain]; done {
 		return
 	}
-	comment := []string{"-m", "comment", "--comment", strconv.Quote(g.id())}
 	seps := make([]string, len(backends))
 	for i, b := range backends {
 		seps[i] = hashName("PORTAL-SEP-", g.id(), b.String())
@@ -239,45 +259,53 @@ func (r Ruleset) balance(g *group, chain string, v *dataplane.VirtualServer, bac
 	if v.Affinity > 0 {
 		secs := strconv.Itoa(int(v.Affinity.Seconds()))
 		for _, sep := range seps {
-			r.add(tableNAT, chain, append(comment, "-m", "recent", "--name", sep, "--rcheck", "--seconds", secs, "--reap", "-j", sep)...)
+			r.rule(tableNAT, chain, g.comment+" -m recent --name "+sep+" --rcheck --seconds "+secs+" --reap -j "+sep)
 		}
 	}
 	n := len(seps)
 	for i, sep := range seps {
 		if i < n-1 {
-			r.add(tableNAT, chain, append(comment, "-m", "statistic", "--mode", "random", "--probability", probability(n-i), "-j", sep)...)
+			r.rule(tableNAT, chain, g.comment+" -m statistic --mode random --probability "+probability(n-i)+" -j "+sep)
 		} else {
-			r.add(tableNAT, chain, append(comment, "-j", sep)...)
+			r.rule(tableNAT, chain, g.comment+" -j "+sep)
 		}
 	}
 }
 
-// probability formats 1/n as iptables-save prints it (so that a saved
-// ruleset compares equal to the generated one).
+// probability formats 1/n as iptables-save prints it.
 func probability(n int) string {
-	return fmt.Sprintf("%0.11f", 1.0/float64(n))
+	return strconv.FormatFloat(1.0/float64(n), 'f', 11, 64)
 }
 
 func (r Ruleset) sep(g *group, chain string, b netip.AddrPort, affinity time.Duration) {
 	if _, done := r[tableNAT][chain]; done {
 		return
 	}
-	comment := []string{"-m", "comment", "--comment", strconv.Quote(g.id())}
 	// Hairpin: a backend reaching itself through the service is masqueraded.
-	r.add(tableNAT, chain, append(comment, "-s", b.Addr().String()+"/32", "-j", chainMarkMasq)...)
-	dnat := append(comment, "-p", g.proto)
+	r.rule(tableNAT, chain, g.comment+" -s "+b.Addr().String()+"/32 -j "+chainMarkMasq)
+	recent := ""
 	if affinity > 0 {
-		dnat = append(dnat, "-m", "recent", "--name", chain, "--set")
+		recent = " -m recent --name " + chain + " --set"
 	}
-	dnat = append(dnat, "-m", g.proto, "-j", "DNAT", "--to-destination", b.String())
-	r.add(tableNAT, chain, dnat...)
+	r.rule(tableNAT, chain, g.comment+" -p "+g.proto+recent+" -m "+g.proto+" -j DNAT --to-destination "+b.String())
 }
 
 // Restore renders the iptables-restore input for the given chains of a
 // table: declarations (which flush the chain), then rules; removed chains
 // are flushed and deleted.
 func (r Ruleset) Restore(table string, chains []string, removed []string) string {
+	size := len(table) + 16
+	for _, c := range chains {
+		size += len(c) + 10
+		for _, line := range r[table][c] {
+			size += len(line) + 1
+		}
+	}
+	for _, c := range removed {
+		size += 2*len(c) + 14
+	}
 	var b strings.Builder
+	b.Grow(size)
 	b.WriteString("*" + table + "\n")
 	for _, c := range chains {
 		b.WriteString(":" + c + " - [0:0]\n")
