@@ -5,6 +5,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +39,9 @@ type options struct {
 	timeout    time.Duration
 	consistent bool
 	namespace  string
+	tlsCA      string
+	tlsCert    string
+	tlsKey     string
 
 	stdout, stderr io.Writer
 }
@@ -89,6 +94,9 @@ func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "time limit for each request to the server")
 	pf.BoolVar(&o.consistent, "consistent", false, "linearizable reads: the server confirms leadership before answering get/list")
 	pf.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of the objects")
+	pf.StringVar(&o.tlsCA, "tls-ca", os.Getenv("PORTAL_TLS_CA"), "PEM CA that signed the server's certificate (enables TLS); env PORTAL_TLS_CA")
+	pf.StringVar(&o.tlsCert, "tls-cert", os.Getenv("PORTAL_TLS_CERT"), "PEM client certificate (servers with --tls-client-auth); env PORTAL_TLS_CERT")
+	pf.StringVar(&o.tlsKey, "tls-key", os.Getenv("PORTAL_TLS_KEY"), "PEM key of --tls-cert; env PORTAL_TLS_KEY")
 
 	root.AddCommand(
 		newApplyCommand(o),
@@ -110,10 +118,31 @@ type client struct {
 	cluster portalv1.ClusterServiceClient
 }
 
-// transportCredentials is the seam for TLS: today the API is plaintext.
-// TLS flags (--tls, --ca, --cert, --key) will return TLS credentials here.
+// transportCredentials is plaintext unless a TLS flag is set.
 func (o *options) transportCredentials() (credentials.TransportCredentials, error) {
-	return insecure.NewCredentials(), nil
+	if o.tlsCA == "" && o.tlsCert == "" && o.tlsKey == "" {
+		return insecure.NewCredentials(), nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.tlsCA != "" {
+		pem, err := os.ReadFile(o.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca: %s holds no PEM certificate", o.tlsCA)
+		}
+		cfg.RootCAs = pool
+	}
+	if o.tlsCert != "" || o.tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 func (o *options) dial() (*client, error) {

@@ -5,6 +5,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,11 @@ type Config struct {
 	// TrailingLogs is how many entries stay after a snapshot (a follower
 	// further behind is sent the snapshot).
 	TrailingLogs uint64
+	// RaftTLS and RaftDialTLS, when set, run raft traffic over mutual TLS
+	// (server side: require and verify client certificates of the cluster
+	// CA; dial side: present this node's certificate, verify the peer's).
+	RaftTLS     *tls.Config
+	RaftDialTLS *tls.Config
 	// RaftLog receives raft's own log lines (warnings and errors); nil: stderr.
 	RaftLog io.Writer
 	// WatchHistory is how many events watchers can resume from (default 16384).
@@ -130,11 +136,21 @@ func Open(cfg Config) (*Store, error) {
 		s.logStore.Close()
 		return nil, fmt.Errorf("cluster: raft address: %w", err)
 	}
-	var advertise net.Addr = addr
-	if addr.Port == 0 {
-		advertise = nil // advertise the port the listener got
+	if cfg.RaftTLS != nil {
+		var stream *tlsStream
+		stream, err = newTLSStream(cfg.RaftAddr, cfg.RaftTLS, cfg.RaftDialTLS)
+		if err == nil {
+			s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+				Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
+			})
+		}
+	} else {
+		var advertise net.Addr = addr
+		if addr.Port == 0 {
+			advertise = nil // advertise the port the listener got
+		}
+		s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
 	}
-	s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, rc.Logger)
 	if err != nil {
 		s.logStore.Close()
 		return nil, fmt.Errorf("cluster: raft transport: %w", err)

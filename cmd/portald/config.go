@@ -41,6 +41,8 @@ type config struct {
 	ResyncInterval         time.Duration
 	Bootstrap              bool
 	Join                   string
+	TLSCert, TLSKey, TLSCA string
+	TLSClientAuth          bool
 	ClusterCIDR            string
 	MasqueradeAll          bool
 }
@@ -56,6 +58,10 @@ func bindConfig(fs *pflag.FlagSet) *viper.Viper {
 	fs.String("data-dir", "./portal-data", "directory for the raft log and snapshots")
 	fs.Bool("bootstrap", false, "start a new cluster with this node as its only voter (the default when --join is not given)")
 	fs.String("join", "", "gRPC address (host:port) of any member of the cluster to join")
+	fs.String("tls-cert", "", "PEM certificate of this node: TLS on the gRPC API and (mutual) on raft")
+	fs.String("tls-key", "", "PEM private key of --tls-cert")
+	fs.String("tls-ca", "", "PEM CA of the cluster: verifies raft peers (and API clients with --tls-client-auth)")
+	fs.Bool("tls-client-auth", false, "require API clients to present a certificate signed by --tls-ca")
 	fs.String("node-id", host, "this node's unique id in the cluster")
 	fs.String("grpc-addr", "127.0.0.1:7400", "gRPC API address")
 	fs.String("raft-addr", "127.0.0.1:7401", "raft address (bound and advertised)")
@@ -122,6 +128,10 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		ResyncInterval:         v.GetDuration("resync-interval"),
 		Bootstrap:              v.GetBool("bootstrap"),
 		Join:                   v.GetString("join"),
+		TLSCert:                v.GetString("tls-cert"),
+		TLSKey:                 v.GetString("tls-key"),
+		TLSCA:                  v.GetString("tls-ca"),
+		TLSClientAuth:          v.GetBool("tls-client-auth"),
 		ClusterCIDR:            v.GetString("cluster-cidr"),
 		MasqueradeAll:          v.GetBool("masquerade-all"),
 	}
@@ -154,6 +164,9 @@ func loadConfig(v *viper.Viper, fs *pflag.FlagSet) (*config, error) {
 		if _, err := netip.ParsePrefix(c.ClusterCIDR); err != nil {
 			bad("cluster-cidr", "%q is not a CIDR", c.ClusterCIDR)
 		}
+	}
+	if _, err := c.tls(); err != nil {
+		bad("tls", "%v", err)
 	}
 	if c.Bootstrap && c.Join != "" {
 		bad("join", "--bootstrap and --join exclude each other")

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -94,24 +95,39 @@ func run(ctx context.Context, cfg *config) error {
 		grpcLis.Close()
 		return fmt.Errorf("http-addr: %w", err)
 	}
+	tc, err := cfg.tls()
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
+	dialCreds := insecure.NewCredentials()
+	var serverOpts []grpc.ServerOption
+	if tc.api != nil {
+		dialCreds = credentials.NewTLS(tc.dial)
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(tc.api)))
+	}
 	dataDir, _ := filepath.Abs(cfg.DataDir)
 	store, err := cluster.Open(cluster.Config{
-		NodeID:     cfg.NodeID,
-		DataDir:    dataDir,
-		RaftAddr:   cfg.RaftAddr,
-		GRPCAddr:   grpcLis.Addr().String(),
-		Bootstrap:  cfg.Bootstrap || cfg.Join == "",
-		Addresses:  cfg.NodeAddresses,
-		Cluster:    cfg.clusterConfig(),
-		Logger:     log,
-		Registerer: reg,
+		NodeID:      cfg.NodeID,
+		DataDir:     dataDir,
+		RaftAddr:    cfg.RaftAddr,
+		GRPCAddr:    grpcLis.Addr().String(),
+		Bootstrap:   cfg.Bootstrap || cfg.Join == "",
+		Addresses:   cfg.NodeAddresses,
+		RaftTLS:     tc.raftServer,
+		RaftDialTLS: tc.dial,
+		Cluster:     cfg.clusterConfig(),
+		Logger:      log,
+		Registerer:  reg,
 	})
 	if err != nil {
 		grpcLis.Close()
 		httpLis.Close()
 		return err
 	}
-	gs, hs := server.New(store, server.Options{Logger: log, Registerer: reg, NodeID: cfg.NodeID})
+	gs, hs := server.New(store, server.Options{Logger: log, Registerer: reg, NodeID: cfg.NodeID, ServerOptions: serverOpts,
+		ForwardDialOptions: []grpc.DialOption{grpc.WithTransportCredentials(dialCreds)}})
 	httpSrv := &http.Server{Handler: server.NewHTTPHandler(store.Ready, reg, cfg.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
@@ -121,7 +137,7 @@ func run(ctx context.Context, cfg *config) error {
 		}
 	}()
 
-	if err := becomeReady(ctx, store, cfg.Join, log); err != nil {
+	if err := becomeReady(ctx, store, cfg.Join, dialCreds, log); err != nil {
 		log.Error("not ready", "err", err)
 	} else {
 		server.SetServing(hs, true)
@@ -220,11 +236,11 @@ func removeStaleIPTables(log *slog.Logger) {
 // becomeReady joins the cluster when asked to, waits for a leader, and
 // makes sure the replicated state has the allocation settings and this
 // node's record.
-func becomeReady(ctx context.Context, store *cluster.Store, join string, log *slog.Logger) error {
+func becomeReady(ctx context.Context, store *cluster.Store, join string, creds credentials.TransportCredentials, log *slog.Logger) error {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if join != "" {
-		if err := joinCluster(wctx, join, store.SelfJoinRequest(), log); err != nil {
+		if err := joinCluster(wctx, join, store.SelfJoinRequest(), creds, log); err != nil {
 			return err
 		}
 	}
@@ -242,7 +258,7 @@ func becomeReady(ctx context.Context, store *cluster.Store, join string, log *sl
 		for addr := ""; addr == "" && wctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
 			addr = store.LeaderAddress()
 			if addr != "" {
-				return joinCluster(wctx, addr, store.SelfJoinRequest(), log)
+				return joinCluster(wctx, addr, store.SelfJoinRequest(), creds, log)
 			}
 		}
 	}
@@ -251,8 +267,8 @@ func becomeReady(ctx context.Context, store *cluster.Store, join string, log *sl
 
 // joinCluster asks a member (any: it forwards to the leader) to add this
 // node, retrying until the cluster answers.
-func joinCluster(ctx context.Context, addr string, req *portalv1.JoinClusterRequest, log *slog.Logger) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func joinCluster(ctx context.Context, addr string, req *portalv1.JoinClusterRequest, creds credentials.TransportCredentials, log *slog.Logger) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("join %s: %w", addr, err)
 	}
