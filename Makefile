@@ -5,7 +5,7 @@ TOOLS_MOD := -modfile=$(CURDIR)/tools/go.mod
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: all build generate check-generate proto-lint test unit fuzz vet bench clean tools
+.PHONY: all build generate check-generate proto-lint test unit fuzz vet bench soak clean tools
 
 all: build
 
@@ -52,6 +52,12 @@ test: vet unit fuzz
 bench:
 	$(GO) run ./bench/createsvc
 	bench/userspace/run.sh
+	bench/iptables/run.sh
+
+# A longer linearizability run (the test suite runs 10,000 operations).
+SOAK_OPS ?= 200000
+soak:
+	PORTAL_LINEARIZABILITY_OPS=$(SOAK_OPS) $(GO) test -count=1 -timeout 60m -run TestLinearizableUnderFaults -v ./cluster
 
 clean:
 	rm -rf $(BIN)

@@ -60,6 +60,9 @@ type Config struct {
 	// CA; dial side: present this node's certificate, verify the peer's).
 	RaftTLS     *tls.Config
 	RaftDialTLS *tls.Config
+	// RaftStream, when set, carries raft traffic instead of TCP (tests use it
+	// to inject partitions).
+	RaftStream raft.StreamLayer
 	// RaftLog receives raft's own log lines (warnings and errors); nil: stderr.
 	RaftLog io.Writer
 	// WatchHistory is how many events watchers can resume from (default 16384).
@@ -136,7 +139,11 @@ func Open(cfg Config) (*Store, error) {
 		s.logStore.Close()
 		return nil, fmt.Errorf("cluster: raft address: %w", err)
 	}
-	if cfg.RaftTLS != nil {
+	if cfg.RaftStream != nil {
+		s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: cfg.RaftStream, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
+		})
+	} else if cfg.RaftTLS != nil {
 		var stream *tlsStream
 		stream, err = newTLSStream(cfg.RaftAddr, cfg.RaftTLS, cfg.RaftDialTLS)
 		if err == nil {
@@ -374,13 +381,21 @@ func (s *Store) propose(ctx context.Context, cmd *raftv1.Command) (*result, erro
 	return res, res.err
 }
 
+// notLeaderText marks errors of writes refused before they were proposed.
+const notLeaderText = "this node is not the raft leader"
+
 func raftError(err error, s *Store) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Refused before anything was proposed: safe to retry anywhere.
 		addr, id := s.raft.LeaderWithID()
-		return status.Errorf(codes.Unavailable, "this node is not the raft leader (leader: %q at %q): %v", id, addr, err)
+		return status.Errorf(codes.Unavailable, "%s (leader: %q at %q): %v", notLeaderText, id, addr, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return status.Errorf(codes.Unavailable, "leadership was lost while the write was committing: it may or may not have been applied: %v", err)
 	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
 		return status.Errorf(codes.Unavailable, "raft: %v", err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return status.FromContextError(err).Err()
 	}
 	return status.Errorf(codes.Internal, "raft: %v", err)
 }
@@ -441,13 +456,25 @@ func (s *Store) readBarrier(ctx context.Context, consistent bool) error {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	if err := waitFuture(ctx, s.raft.VerifyLeader()); err != nil {
 		return raftError(err, s)
 	}
-	if err := s.raft.Barrier(timeout).Error(); err != nil {
+	if err := waitFuture(ctx, s.raft.Barrier(timeout)); err != nil {
 		return raftError(err, s)
 	}
 	return nil
+}
+
+// waitFuture waits for a raft future, or for ctx.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-done:
+		return err
+	}
 }
 
 // GetService returns a copy of one service.
