@@ -122,6 +122,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: cfg.RaftLog})
 	rc.NoSnapshotRestoreOnStart = false
+	// Let concurrent proposals queue up to MaxAppendEntries deep, so that the
+	// leader writes (and fsyncs) them as one batch.
+	rc.BatchApplyCh = true
 
 	s := &Store{cfg: cfg, fsm: newFSM(cfg.WatchHistory), log: cfg.Logger}
 	var err error
