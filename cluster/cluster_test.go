@@ -229,3 +229,39 @@ func TestRemoveAndTransfer(t *testing.T) {
 	}
 	var _ = portalv1.ServiceTypeClusterIP
 }
+
+// TestRecoverAfterQuorumLoss: two of three nodes are lost for good; the
+// survivor's data is recovered into a single-node cluster that serves
+// every object and accepts writes.
+func TestRecoverAfterQuorumLoss(t *testing.T) {
+	nodes := newCluster(t, 3)
+	leader := leaderOf(t, nodes)
+	if _, err := leader.s.CreateService(ctx, svc("kept", "LoadBalancer", 80)); err != nil {
+		t.Fatal(err)
+	}
+	converged(t, nodes, "kept")
+	for _, n := range nodes {
+		n.s.Close()
+		n.s = nil
+	}
+	survivor := nodes[2]
+	if err := Recover(Config{NodeID: survivor.id, DataDir: survivor.dir, RaftAddr: survivor.addr}); err != nil {
+		t.Fatal(err)
+	}
+	survivor.open(t, false)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := survivor.s.WaitLeader(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := survivor.s.GetService(ctx, "default", "kept", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := survivor.s.CreateService(ctx, svc("after", "ClusterIP", 80)); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := survivor.s.Cluster(ctx)
+	if len(c.GetNodes()) != 1 || c.GetLeader() != survivor.id {
+		t.Fatalf("recovered cluster %v", c)
+	}
+}

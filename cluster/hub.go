@@ -33,7 +33,7 @@ func (e *event) namespace() string {
 // Kubernetes watch gets 410 Gone.
 type hub struct {
 	mu     sync.Mutex
-	ring   []*event // ordered by revision; len <= cap
+	ring   []*event // ordered by revision; at most max, at least 3/4 max once full
 	max    int
 	floor  uint64 // events with revision > floor are all in the ring
 	epoch  uint64 // bumped on restore: every watcher must re-list
@@ -50,9 +50,12 @@ func (h *hub) publish(evs ...*event) {
 	}
 	h.mu.Lock()
 	h.ring = append(h.ring, evs...)
-	if over := len(h.ring) - h.max; over > 0 {
-		h.floor = h.ring[over-1].revision
-		h.ring = append(h.ring[:0:0], h.ring[over:]...)
+	if len(h.ring) > h.max {
+		// Drop the oldest quarter at once, so trimming costs O(1) per event
+		// amortised (trimming one by one copied the whole ring per write).
+		drop := len(h.ring) - h.max*3/4
+		h.floor = h.ring[drop-1].revision
+		h.ring = append(make([]*event, 0, h.max+1), h.ring[drop:]...)
 	}
 	close(h.notify)
 	h.notify = make(chan struct{})

@@ -822,3 +822,39 @@ func parseUint(s string) uint64 {
 	_, _ = fmt.Sscan(s, &v)
 	return v
 }
+
+// Recover rewrites the raft configuration in cfg.DataDir to this node alone
+// (for the loss of quorum: the other members are gone for good). Run it
+// with portald stopped; start portald afterwards on the same data
+// directory, then join new or wiped members to it. Writes the others had
+// committed but this node had not received are lost.
+func Recover(cfg Config) error {
+	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.RaftAddr == "" {
+		return errors.New("recover: node id, data dir and raft address are required")
+	}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("recover: open raft log: %w", err)
+	}
+	defer logs.Close()
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, rc.Logger)
+	if err != nil {
+		return fmt.Errorf("recover: snapshot store: %w", err)
+	}
+	existing, err := raft.HasExistingState(logs, logs, snaps)
+	if err != nil {
+		return err
+	}
+	if !existing {
+		return fmt.Errorf("recover: %s holds no raft state", cfg.DataDir)
+	}
+	_, trans := raft.NewInmemTransport(raft.ServerAddress(cfg.RaftAddr))
+	conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(cfg.RaftAddr), Suffrage: raft.Voter}}}
+	if err := raft.RecoverCluster(rc, newFSM(16), logs, logs, snaps, trans, conf); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	return nil
+}

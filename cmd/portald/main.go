@@ -46,9 +46,9 @@ func main() {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 	}
-	v := bindConfig(root.Flags())
+	v := bindConfig(root.PersistentFlags())
 	root.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := loadConfig(v, cmd.Flags())
+		cfg, err := loadConfig(v, root.PersistentFlags())
 		if err != nil {
 			return err
 		}
@@ -68,6 +68,27 @@ func main() {
 			return nil
 		},
 	})
+	recoverCmd := &cobra.Command{
+		Use:   "recover",
+		Short: "After losing quorum for good: make this node's data a single-node cluster (portald must be stopped)",
+		Long: `recover rewrites the raft configuration in --data-dir to this node alone.
+Use it only when a majority of the cluster is gone for good. Then start
+portald on the same data directory (it leads a one-node cluster holding
+everything this node had) and join new or wiped nodes to it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(v, root.PersistentFlags())
+			if err != nil {
+				return err
+			}
+			if err := cluster.Recover(cluster.Config{NodeID: cfg.NodeID, DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "recovered %s: node %s is now the only member; start portald on it\n", cfg.DataDir, cfg.NodeID)
+			return nil
+		},
+	}
+	root.AddCommand(recoverCmd)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
