@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +11,18 @@ import (
 
 	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
+
+// call dials the server and runs f with a request context.
+func (o *options) call(cmd *cobra.Command, f func(ctx context.Context, c *client) error) error {
+	c, err := o.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := o.rpcContext(cmd.Context())
+	defer cancel()
+	return f(ctx, c)
+}
 
 func newClusterCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
@@ -26,19 +39,14 @@ func newClusterStatusCommand(o *options) *cobra.Command {
 		Short: "List the nodes with their roles, the leader, term and indexes",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := o.rpcContext(cmd.Context())
-			defer cancel()
-			resp, err := c.cluster.GetCluster(ctx, &portalv1.GetClusterRequest{})
-			if err != nil {
-				return err
-			}
-			PrintCluster(o.stdout, resp)
-			return nil
+			return o.call(cmd, func(ctx context.Context, c *client) error {
+				resp, err := c.cluster.GetCluster(ctx, &portalv1.GetClusterRequest{})
+				if err != nil {
+					return err
+				}
+				PrintCluster(o.stdout, resp)
+				return nil
+			})
 		},
 	}
 }
@@ -79,20 +87,15 @@ func newClusterJoinCommand(o *options) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.NodeId = args[0]
-			c, err := o.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := o.rpcContext(cmd.Context())
-			defer cancel()
-			resp, err := c.cluster.JoinCluster(ctx, &req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(o.stdout, "node/%s joined\n", req.NodeId)
-			PrintCluster(o.stdout, resp.GetCluster())
-			return nil
+			return o.call(cmd, func(ctx context.Context, c *client) error {
+				resp, err := c.cluster.JoinCluster(ctx, &req)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(o.stdout, "node/%s joined\n", req.NodeId)
+				PrintCluster(o.stdout, resp.GetCluster())
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&req.RaftAddress, "raft-address", "", "the node's raft address (required)")
@@ -107,18 +110,13 @@ func newClusterRemoveCommand(o *options) *cobra.Command {
 		Short: "Remove a node from the cluster (its data directory must be wiped before it joins again)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := o.rpcContext(cmd.Context())
-			defer cancel()
-			if _, err := c.cluster.RemoveNode(ctx, &portalv1.RemoveNodeRequest{NodeId: args[0]}); err != nil {
-				return err
-			}
-			fmt.Fprintf(o.stdout, "node/%s removed\n", args[0])
-			return nil
+			return o.call(cmd, func(ctx context.Context, c *client) error {
+				if _, err := c.cluster.RemoveNode(ctx, &portalv1.RemoveNodeRequest{NodeId: args[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(o.stdout, "node/%s removed\n", args[0])
+				return nil
+			})
 		},
 	}
 }
@@ -133,19 +131,14 @@ func newClusterTransferCommand(o *options) *cobra.Command {
 			if len(args) == 1 {
 				req.NodeId = args[0]
 			}
-			c, err := o.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := o.rpcContext(cmd.Context())
-			defer cancel()
-			resp, err := c.cluster.TransferLeadership(ctx, req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(o.stdout, "leader is now %s\n", resp.GetLeader())
-			return nil
+			return o.call(cmd, func(ctx context.Context, c *client) error {
+				resp, err := c.cluster.TransferLeadership(ctx, req)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(o.stdout, "leader is now %s\n", resp.GetLeader())
+				return nil
+			})
 		},
 	}
 }

@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +43,7 @@ func clients(t *testing.T, addr string) (portalv1.LoadBalancerServiceClient, por
 // acknowledged write survives on every node and that the killed node
 // catches up after a restart.
 func TestThreeProcessCluster(t *testing.T) {
-	bin, _ := harness.Binaries(t)
+	bin, ctlBin := harness.Binaries(t)
 	ms := make([]*member, 3)
 	for i := range ms {
 		ms[i] = &member{id: fmt.Sprintf("gw-%d", i+1), dir: t.TempDir(), grpc: harness.FreeAddr(t), http: harness.FreeAddr(t), raft: harness.FreeAddr(t)}
@@ -142,7 +144,27 @@ func TestThreeProcessCluster(t *testing.T) {
 	if err != nil || c.GetLeader() == "gw-1" || c.GetLeader() == "" || len(c.GetNodes()) != 3 {
 		t.Fatalf("after the leader's death: %v %v", c, err)
 	}
-	for _, m := range ms {
+	// portalctl drives membership through any node.
+	ctl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(ctlBin, append([]string{"--server", ms[0].grpc}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("portalctl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := ctl("cluster", "status"); strings.Count(out, "gw-") < 3 || !strings.Contains(out, "leader") {
+		t.Fatalf("cluster status:\n%s", out)
+	}
+	if out := ctl("cluster", "transfer-leadership", "gw-1"); !strings.Contains(out, "leader is now gw-1") {
+		t.Fatalf("transfer: %s", out)
+	}
+	ctl("cluster", "remove", "gw-3")
+	if out := ctl("cluster", "status"); strings.Contains(out, "gw-3") {
+		t.Fatalf("gw-3 still listed after removal:\n%s", out)
+	}
+	ms[2].p.Kill()
+	for _, m := range ms[:2] {
 		m.p.Stop(t)
 	}
 }
