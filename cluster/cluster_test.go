@@ -265,3 +265,41 @@ func TestRecoverAfterQuorumLoss(t *testing.T) {
 		t.Fatalf("recovered cluster %v", c)
 	}
 }
+
+// TestWatchOnFollowerSurvivesLeaderChange: a watch served by a follower
+// keeps delivering events written through the next leader.
+func TestWatchOnFollowerSurvivesLeaderChange(t *testing.T) {
+	nodes := newCluster(t, 3)
+	leader := leaderOf(t, nodes)
+	var follower *node
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	events := make(chan string, 10)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go follower.s.WatchServices(wctx, "", 0, func(r *portalv1.WatchServicesResponse) error {
+		events <- r.GetType() + " " + r.GetService().GetMetadata().GetName()
+		return nil
+	})
+	if e := <-events; e != "BOOKMARK " {
+		t.Fatalf("first event %q", e)
+	}
+	leader.s.Close()
+	leader.s = nil
+	next := leaderOf(t, nodes)
+	if _, err := next.s.CreateService(ctx, svc("after", "ClusterIP", 80)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-events:
+		if e != "ADDED after" {
+			t.Fatalf("event %q", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the follower's watch saw nothing after the leader changed")
+	}
+}
