@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portal-lb/portal/dataplane/healthcheck"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
@@ -33,6 +35,9 @@ type AgentConfig struct {
 	ResyncInterval time.Duration
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
+	// HealthChecks runs this node's prober for services with
+	// spec.healthCheck, and leaves failing endpoints out.
+	HealthChecks bool
 }
 
 // Agent is the node agent: it keeps a local copy of services and endpoints
@@ -53,6 +58,8 @@ type Agent struct {
 
 	syncedMu sync.Mutex
 	synced   uint64 // revision of the last successful sync
+
+	prober *healthcheck.Prober // nil without health checks
 }
 
 // NewAgent returns an agent; Run starts it.
@@ -66,12 +73,20 @@ func NewAgent(cfg AgentConfig) *Agent {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, log: cfg.Logger, m: newAgentMetrics(cfg.Registerer),
 		services: map[string]*portalv1.Service{}, endpoints: map[string]*portalv1.Endpoints{},
 		trigger: make(chan struct{}, 1),
 	}
+	if cfg.HealthChecks {
+		// A transition reconciles at once, not at the next resync.
+		a.prober = healthcheck.New(healthcheck.Config{OnTransition: a.kick, Logger: cfg.Logger, Registerer: cfg.Registerer})
+	}
+	return a
 }
+
+// Prober is the agent's health prober (nil without health checks).
+func (a *Agent) Prober() *healthcheck.Prober { return a.prober }
 
 // Run watches and reconciles until ctx ends.
 func (a *Agent) Run(ctx context.Context) {
@@ -81,6 +96,9 @@ func (a *Agent) Run(ctx context.Context) {
 	go func() { defer wg.Done(); a.watchEndpoints(ctx) }()
 	a.syncLoop(ctx)
 	wg.Wait()
+	if a.prober != nil {
+		a.prober.Stop()
+	}
 }
 
 // SyncedRevision is the state revision last programmed successfully.
@@ -241,7 +259,13 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		a.pending = time.Time{}
 		a.mu.Unlock()
 
-		desired := Build(services, endpoints, a.cfg.Node, rev)
+		var desired *Desired
+		if a.prober != nil {
+			a.prober.Update(ProbeTargets(services, endpoints))
+			desired = BuildWithHealth(services, endpoints, a.cfg.Node, rev, a.prober)
+		} else {
+			desired = Build(services, endpoints, a.cfg.Node, rev)
+		}
 		start := time.Now()
 		err := a.cfg.Dataplane.Sync(ctx, desired)
 		last = time.Now()

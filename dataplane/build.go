@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portal-lb/portal/dataplane/healthcheck"
 	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
 
@@ -17,12 +18,24 @@ type Node struct {
 	Addresses []netip.Addr
 }
 
+// Health tells an endpoint's state under a check (healthcheck.Prober).
+type Health interface {
+	State(addr netip.AddrPort, check healthcheck.Check) string
+}
+
 // Build computes the virtual servers this node must serve: for every port of
 // every service with a virtual IP, one per ClusterIP, external IP,
 // LoadBalancer ingress IP and node address (NodePort), each with the ready
 // backends its port resolves to. When two services claim one frontend, the
 // first by namespace/name keeps it.
 func Build(services []*portalv1.Service, endpoints map[string]*portalv1.Endpoints, node Node, revision uint64) *Desired {
+	return BuildWithHealth(services, endpoints, node, revision, nil)
+}
+
+// BuildWithHealth is Build leaving out endpoints that health reports
+// Unhealthy under their service's check. When every endpoint of a port is
+// unhealthy, allUnhealthy FailOpen keeps them all and Refuse none.
+func BuildWithHealth(services []*portalv1.Service, endpoints map[string]*portalv1.Endpoints, node Node, revision uint64, health Health) *Desired {
 	svcs := slices.Clone(services)
 	slices.SortFunc(svcs, func(a, b *portalv1.Service) int { return strings.Compare(key(a.GetMetadata()), key(b.GetMetadata())) })
 	d := &Desired{Revision: revision}
@@ -55,8 +68,12 @@ func Build(services []*portalv1.Service, endpoints map[string]*portalv1.Endpoint
 				ranges = append(ranges, p.Masked())
 			}
 		}
+		check, checked := healthcheck.CheckOf(spec.GetHealthCheck())
 		for _, sp := range spec.GetPorts() {
 			all := resolve(ep, sp, len(spec.GetPorts()) == 1, spec.GetPublishNotReadyAddresses())
+			if checked && health != nil {
+				all = healthy(all, check, spec.GetHealthCheck(), health)
+			}
 			external := all
 			if local {
 				external = localBackends(all, node.Name)
@@ -102,6 +119,46 @@ func Build(services []*portalv1.Service, endpoints map[string]*portalv1.Endpoint
 }
 
 func key(m *portalv1.ObjectMeta) string { return m.GetNamespace() + "/" + m.GetName() }
+
+// probeAddr is where a backend is probed: the check's port, or its own.
+func probeAddr(b Backend, hc *portalv1.HealthCheck) netip.AddrPort {
+	if p := hc.GetPort(); p > 0 {
+		return netip.AddrPortFrom(b.Addr.Addr(), uint16(p))
+	}
+	return b.Addr
+}
+
+func healthy(all []Backend, check healthcheck.Check, hc *portalv1.HealthCheck, health Health) []Backend {
+	var out []Backend
+	for _, b := range all {
+		if health.State(probeAddr(b, hc), check) != healthcheck.Unhealthy {
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 && len(all) > 0 && hc.GetAllUnhealthy() != healthcheck.Refuse {
+		return all // FailOpen
+	}
+	return out
+}
+
+// ProbeTargets lists what this node must probe: every ready endpoint of
+// every service with a health check, at its probe address.
+func ProbeTargets(services []*portalv1.Service, endpoints map[string]*portalv1.Endpoints) []healthcheck.Target {
+	var out []healthcheck.Target
+	for _, svc := range services {
+		check, ok := healthcheck.CheckOf(svc.GetSpec().GetHealthCheck())
+		if !ok || svc.GetSpec().GetType() == portalv1.ServiceTypeExternalName {
+			continue
+		}
+		k := key(svc.GetMetadata())
+		for _, sp := range svc.GetSpec().GetPorts() {
+			for _, b := range resolve(endpoints[k], sp, len(svc.GetSpec().GetPorts()) == 1, svc.GetSpec().GetPublishNotReadyAddresses()) {
+				out = append(out, healthcheck.Target{Addr: probeAddr(b, svc.GetSpec().GetHealthCheck()), Check: check, Service: k})
+			}
+		}
+	}
+	return out
+}
 
 // resolve returns the backends of service port sp: in each subset, the
 // endpoint port of the same protocol named like the service port (or like

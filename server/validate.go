@@ -182,8 +182,96 @@ func DefaultService(svc *portalv1.Service) {
 	if s.ExternalTrafficPolicy == "" && portalv1.NeedsNodePorts(s.Type) {
 		s.ExternalTrafficPolicy = portalv1.TrafficPolicyCluster
 	}
+	if hc := s.HealthCheck; hc != nil {
+		if hc.Type == "" {
+			hc.Type = portalv1.HealthCheckTCP
+		}
+		if hc.IntervalMillis == 0 {
+			hc.IntervalMillis = portalv1.DefaultHealthIntervalMillis
+		}
+		if hc.TimeoutMillis == 0 {
+			hc.TimeoutMillis = portalv1.DefaultHealthTimeoutMillis
+		}
+		if hc.HealthyThreshold == 0 {
+			hc.HealthyThreshold = portalv1.DefaultHealthyThreshold
+		}
+		if hc.UnhealthyThreshold == 0 {
+			hc.UnhealthyThreshold = portalv1.DefaultUnhealthyThreshold
+		}
+		if hc.AllUnhealthy == "" {
+			hc.AllUnhealthy = portalv1.AllUnhealthyFailOpen
+		}
+		if hc.Type == portalv1.HealthCheckHTTP || hc.Type == portalv1.HealthCheckHTTPS {
+			if hc.Path == "" {
+				hc.Path = "/"
+			}
+			if hc.ExpectedCodes == "" {
+				hc.ExpectedCodes = portalv1.DefaultExpectedCodes
+			}
+		}
+	}
 	// The server owns status.
 	svc.Status = nil
+}
+
+var healthCheckTypes = []string{portalv1.HealthCheckTCP, portalv1.HealthCheckHTTP, portalv1.HealthCheckHTTPS,
+	portalv1.HealthCheckGRPC, portalv1.HealthCheckUDP, portalv1.HealthCheckNone}
+
+// checkHealthCheck validates a defaulted spec.healthCheck.
+func checkHealthCheck(v *violations, typ string, hc *portalv1.HealthCheck) {
+	const f = "spec.healthCheck"
+	if hc == nil {
+		return
+	}
+	if typ == portalv1.ServiceTypeExternalName {
+		v.add(f, "may not be set when type is ExternalName")
+		return
+	}
+	t := hc.GetType()
+	if !slices.Contains(healthCheckTypes, t) {
+		v.add(f+".type", "unsupported value %q: supported values: %s", t, quoted(healthCheckTypes))
+	}
+	http := t == portalv1.HealthCheckHTTP || t == portalv1.HealthCheckHTTPS
+	if p := hc.GetPort(); p < 0 || p > 65535 {
+		v.add(f+".port", "%d must be between 1 and 65535, or 0 for the endpoint's target port", p)
+	}
+	switch {
+	case !http && (hc.GetPath() != "" || hc.GetHost() != "" || hc.GetExpectedCodes() != ""):
+		v.add(f, "path, host and expectedCodes apply to HTTP and HTTPS checks only")
+	case http:
+		if !strings.HasPrefix(hc.GetPath(), "/") {
+			v.add(f+".path", "%q must start with /", hc.GetPath())
+		}
+		if h := hc.GetHost(); h != "" {
+			if _, err := netip.ParseAddr(h); err != nil {
+				checkDNS1123Subdomain(v, f+".host", strings.ToLower(h))
+			}
+		}
+		if err := portalv1.ParseExpectedCodes(hc.GetExpectedCodes()); err != nil {
+			v.add(f+".expectedCodes", "%v", err)
+		}
+	}
+	if hc.GetService() != "" && t != portalv1.HealthCheckGRPC {
+		v.add(f+".service", "applies to GRPC checks only")
+	}
+	if (hc.GetSend() != "" || hc.GetExpect() != "") && t != portalv1.HealthCheckUDP {
+		v.add(f, "send and expect apply to UDP checks only")
+	}
+	if i := hc.GetIntervalMillis(); i < 100 || i > 3600000 {
+		v.add(f+".intervalMillis", "%d must be between 100 and 3600000", i)
+	}
+	if to := hc.GetTimeoutMillis(); to < 10 || to > hc.GetIntervalMillis() {
+		v.add(f+".timeoutMillis", "%d must be at least 10 and at most intervalMillis (%d)", to, hc.GetIntervalMillis())
+	}
+	if n := hc.GetHealthyThreshold(); n < 1 || n > 100 {
+		v.add(f+".healthyThreshold", "%d must be between 1 and 100", n)
+	}
+	if n := hc.GetUnhealthyThreshold(); n < 1 || n > 100 {
+		v.add(f+".unhealthyThreshold", "%d must be between 1 and 100", n)
+	}
+	if a := hc.GetAllUnhealthy(); a != portalv1.AllUnhealthyFailOpen && a != portalv1.AllUnhealthyRefuse {
+		v.add(f+".allUnhealthy", "unsupported value %q: supported values: \"FailOpen\", \"Refuse\"", a)
+	}
 }
 
 // ValidateService checks a defaulted service; it never panics.
@@ -323,6 +411,8 @@ func ValidateService(svc *portalv1.Service) []Violation {
 			v.add("spec.healthCheckNodePort", "%d must be between 1 and 65535, inclusive", hc)
 		}
 	}
+
+	checkHealthCheck(&v, typ, s.GetHealthCheck())
 
 	if sch := s.GetScheduler(); sch != "" && !slices.Contains(portalv1.Schedulers, sch) {
 		v.add("spec.scheduler", "unsupported value %q: supported values: %s", sch, quoted(portalv1.Schedulers))

@@ -40,6 +40,16 @@ func TestDefaults(t *testing.T) {
 		sp.GetSessionAffinityConfig().GetClientIp().GetTimeoutSeconds() != 10800 || sp.GetExternalTrafficPolicy() != "" || s.Status != nil {
 		t.Fatalf("defaults: %v", s)
 	}
+	hc := baseService("ClusterIP")
+	hc.Spec.HealthCheck = &portalv1.HealthCheck{Type: "HTTP"}
+	DefaultService(hc)
+	if h := hc.GetSpec().GetHealthCheck(); h.GetPath() != "/" || h.GetExpectedCodes() != "200-399" || h.GetIntervalMillis() != 2000 ||
+		h.GetTimeoutMillis() != 1000 || h.GetHealthyThreshold() != 2 || h.GetUnhealthyThreshold() != 3 || h.GetAllUnhealthy() != "FailOpen" {
+		t.Fatalf("healthCheck defaults: %v", h)
+	}
+	if vs := ValidateService(hc); len(vs) != 0 {
+		t.Fatalf("defaulted HTTP check invalid: %v", vs)
+	}
 	lb := baseService("LoadBalancer")
 	DefaultService(lb)
 	if lb.GetSpec().GetExternalTrafficPolicy() != "Cluster" || lb.GetSpec().GetSessionAffinity() != "None" {
@@ -148,6 +158,23 @@ func TestServiceViolations(t *testing.T) {
 		{"traffic policy value", "NodePort", func(s *portalv1.Service) { s.Spec.ExternalTrafficPolicy = "Global" }, "spec.externalTrafficPolicy"},
 		{"healthCheckNodePort on Cluster policy", "LoadBalancer", func(s *portalv1.Service) { s.Spec.HealthCheckNodePort = 32000 }, "spec.healthCheckNodePort"},
 		{"scheduler", "ClusterIP", func(s *portalv1.Service) { s.Spec.Scheduler = "fastest" }, "spec.scheduler"},
+		{"healthCheck type", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{Type: "PING"} }, "spec.healthCheck.type"},
+		{"healthCheck path", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{Type: "HTTP", Path: "healthz"} }, "spec.healthCheck.path"},
+		{"healthCheck codes", "ClusterIP", func(s *portalv1.Service) {
+			s.Spec.HealthCheck = &portalv1.HealthCheck{Type: "HTTPS", ExpectedCodes: "2xx"}
+		}, "spec.healthCheck.expectedCodes"},
+		{"healthCheck path on TCP", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{Path: "/x"} }, "spec.healthCheck"},
+		{"healthCheck service on TCP", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{Service: "x"} }, "spec.healthCheck.service"},
+		{"healthCheck send on HTTP", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{Type: "HTTP", Send: "x"} }, "spec.healthCheck"},
+		{"healthCheck interval", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{IntervalMillis: 50} }, "spec.healthCheck.intervalMillis"},
+		{"healthCheck timeout", "ClusterIP", func(s *portalv1.Service) {
+			s.Spec.HealthCheck = &portalv1.HealthCheck{IntervalMillis: 500, TimeoutMillis: 600}
+		}, "spec.healthCheck.timeoutMillis"},
+		{"healthCheck thresholds", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{HealthyThreshold: -1} }, "spec.healthCheck.healthyThreshold"},
+		{"healthCheck unhealthy threshold", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{UnhealthyThreshold: 101} }, "spec.healthCheck.unhealthyThreshold"},
+		{"healthCheck allUnhealthy", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{AllUnhealthy: "Drop"} }, "spec.healthCheck.allUnhealthy"},
+		{"healthCheck port", "ClusterIP", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{Port: 70000} }, "spec.healthCheck.port"},
+		{"healthCheck on ExternalName", "ExternalName", func(s *portalv1.Service) { s.Spec.HealthCheck = &portalv1.HealthCheck{} }, "spec.healthCheck"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

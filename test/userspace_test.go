@@ -67,7 +67,7 @@ func newUserspaceEnv(t *testing.T) Env {
 	}
 	proxy := userspace.New(userspace.Config{DrainGrace: time.Second})
 	agent := dataplane.NewAgent(dataplane.AgentConfig{
-		Source: st, Dataplane: proxy,
+		Source: st, Dataplane: proxy, HealthChecks: true,
 		Node: dataplane.Node{Name: "gw-1", Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
 	})
 	done := make(chan struct{})

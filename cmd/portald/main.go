@@ -171,7 +171,7 @@ func run(ctx context.Context, cfg *config) error {
 	dp := newDataplane(cfg, log, reg)
 	if dp != nil {
 		agent := dataplane.NewAgent(dataplane.AgentConfig{
-			Source: store, Dataplane: dp, Logger: log, Registerer: reg, ResyncInterval: cfg.ResyncInterval,
+			Source: store, Dataplane: dp, Logger: log, Registerer: reg, ResyncInterval: cfg.ResyncInterval, HealthChecks: true,
 			Node: dataplane.Node{Name: cfg.NodeID, Addresses: cfg.nodeAddrs()},
 		})
 		go func() { agent.Run(agentCtx); close(agentDone) }()

@@ -1268,6 +1268,230 @@ func (x *WatchEndpointsResponse) GetWriteTime() *timestamppb.Timestamp {
 	return nil
 }
 
+type GetServiceHealthRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Only this node's view (what a node asks its peers).
+	LocalOnly     bool `protobuf:"varint,3,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceHealthRequest) Reset() {
+	*x = GetServiceHealthRequest{}
+	mi := &file_portal_v1_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceHealthRequest) ProtoMessage() {}
+
+func (x *GetServiceHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceHealthRequest.ProtoReflect.Descriptor instead.
+func (*GetServiceHealthRequest) Descriptor() ([]byte, []int) {
+	return file_portal_v1_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetServiceHealthRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetServiceHealthRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetServiceHealthRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type GetServiceHealthResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints []*EndpointHealth      `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Nodes that could not be asked, with the reason.
+	UnreachableNodes []string `protobuf:"bytes,2,rep,name=unreachable_nodes,json=unreachableNodes,proto3" json:"unreachable_nodes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GetServiceHealthResponse) Reset() {
+	*x = GetServiceHealthResponse{}
+	mi := &file_portal_v1_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceHealthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceHealthResponse) ProtoMessage() {}
+
+func (x *GetServiceHealthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceHealthResponse.ProtoReflect.Descriptor instead.
+func (*GetServiceHealthResponse) Descriptor() ([]byte, []int) {
+	return file_portal_v1_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetServiceHealthResponse) GetEndpoints() []*EndpointHealth {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *GetServiceHealthResponse) GetUnreachableNodes() []string {
+	if x != nil {
+		return x.UnreachableNodes
+	}
+	return nil
+}
+
+type EndpointHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ip    string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Port  int32                  `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// The node whose prober this is.
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// Healthy, Unhealthy or Unknown.
+	State                string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	ConsecutiveSuccesses int32                  `protobuf:"varint,5,opt,name=consecutive_successes,json=consecutiveSuccesses,proto3" json:"consecutive_successes,omitempty"`
+	ConsecutiveFailures  int32                  `protobuf:"varint,6,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	LastProbeTime        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_probe_time,json=lastProbeTime,proto3" json:"last_probe_time,omitempty"`
+	LastError            string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LatencyMillis        float64                `protobuf:"fixed64,9,opt,name=latency_millis,json=latencyMillis,proto3" json:"latency_millis,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *EndpointHealth) Reset() {
+	*x = EndpointHealth{}
+	mi := &file_portal_v1_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointHealth) ProtoMessage() {}
+
+func (x *EndpointHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointHealth.ProtoReflect.Descriptor instead.
+func (*EndpointHealth) Descriptor() ([]byte, []int) {
+	return file_portal_v1_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *EndpointHealth) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *EndpointHealth) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetConsecutiveSuccesses() int32 {
+	if x != nil {
+		return x.ConsecutiveSuccesses
+	}
+	return 0
+}
+
+func (x *EndpointHealth) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *EndpointHealth) GetLastProbeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastProbeTime
+	}
+	return nil
+}
+
+func (x *EndpointHealth) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetLatencyMillis() float64 {
+	if x != nil {
+		return x.LatencyMillis
+	}
+	return 0
+}
+
 var File_portal_v1_service_proto protoreflect.FileDescriptor
 
 const file_portal_v1_service_proto_rawDesc = "" +
@@ -1352,7 +1576,26 @@ const file_portal_v1_service_proto_rawDesc = "" +
 	"\tendpoints\x18\x02 \x01(\v2\x14.portal.v1.EndpointsR\tendpoints\x12)\n" +
 	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\x129\n" +
 	"\n" +
-	"write_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\twriteTime2\xfd\a\n" +
+	"write_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\twriteTime\"j\n" +
+	"\x17GetServiceHealthRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x03 \x01(\bR\tlocalOnly\"\x80\x01\n" +
+	"\x18GetServiceHealthResponse\x127\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x19.portal.v1.EndpointHealthR\tendpoints\x12+\n" +
+	"\x11unreachable_nodes\x18\x02 \x03(\tR\x10unreachableNodes\"\xd0\x02\n" +
+	"\x0eEndpointHealth\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x123\n" +
+	"\x15consecutive_successes\x18\x05 \x01(\x05R\x14consecutiveSuccesses\x121\n" +
+	"\x14consecutive_failures\x18\x06 \x01(\x05R\x13consecutiveFailures\x12B\n" +
+	"\x0flast_probe_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rlastProbeTime\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12%\n" +
+	"\x0elatency_millis\x18\t \x01(\x01R\rlatencyMillis2\xda\b\n" +
 	"\x13LoadBalancerService\x12R\n" +
 	"\rCreateService\x12\x1f.portal.v1.CreateServiceRequest\x1a .portal.v1.CreateServiceResponse\x12I\n" +
 	"\n" +
@@ -1366,7 +1609,8 @@ const file_portal_v1_service_proto_rawDesc = "" +
 	"\fGetEndpoints\x12\x1e.portal.v1.GetEndpointsRequest\x1a\x1f.portal.v1.GetEndpointsResponse\x12R\n" +
 	"\rListEndpoints\x12\x1f.portal.v1.ListEndpointsRequest\x1a .portal.v1.ListEndpointsResponse\x12X\n" +
 	"\x0fDeleteEndpoints\x12!.portal.v1.DeleteEndpointsRequest\x1a\".portal.v1.DeleteEndpointsResponse\x12W\n" +
-	"\x0eWatchEndpoints\x12 .portal.v1.WatchEndpointsRequest\x1a!.portal.v1.WatchEndpointsResponse0\x01B6Z4github.com/portal-lb/portal/proto/portal/v1;portalv1b\x06proto3"
+	"\x0eWatchEndpoints\x12 .portal.v1.WatchEndpointsRequest\x1a!.portal.v1.WatchEndpointsResponse0\x01\x12[\n" +
+	"\x10GetServiceHealth\x12\".portal.v1.GetServiceHealthRequest\x1a#.portal.v1.GetServiceHealthResponseB6Z4github.com/portal-lb/portal/proto/portal/v1;portalv1b\x06proto3"
 
 var (
 	file_portal_v1_service_proto_rawDescOnce sync.Once
@@ -1380,84 +1624,91 @@ func file_portal_v1_service_proto_rawDescGZIP() []byte {
 	return file_portal_v1_service_proto_rawDescData
 }
 
-var file_portal_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_portal_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_portal_v1_service_proto_goTypes = []any{
-	(*CreateServiceRequest)(nil),    // 0: portal.v1.CreateServiceRequest
-	(*CreateServiceResponse)(nil),   // 1: portal.v1.CreateServiceResponse
-	(*GetServiceRequest)(nil),       // 2: portal.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),      // 3: portal.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),     // 4: portal.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),    // 5: portal.v1.ListServicesResponse
-	(*UpdateServiceRequest)(nil),    // 6: portal.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),   // 7: portal.v1.UpdateServiceResponse
-	(*ApplyServiceRequest)(nil),     // 8: portal.v1.ApplyServiceRequest
-	(*ApplyServiceResponse)(nil),    // 9: portal.v1.ApplyServiceResponse
-	(*DeleteServiceRequest)(nil),    // 10: portal.v1.DeleteServiceRequest
-	(*DeleteServiceResponse)(nil),   // 11: portal.v1.DeleteServiceResponse
-	(*WatchServicesRequest)(nil),    // 12: portal.v1.WatchServicesRequest
-	(*WatchServicesResponse)(nil),   // 13: portal.v1.WatchServicesResponse
-	(*PutEndpointsRequest)(nil),     // 14: portal.v1.PutEndpointsRequest
-	(*PutEndpointsResponse)(nil),    // 15: portal.v1.PutEndpointsResponse
-	(*GetEndpointsRequest)(nil),     // 16: portal.v1.GetEndpointsRequest
-	(*GetEndpointsResponse)(nil),    // 17: portal.v1.GetEndpointsResponse
-	(*ListEndpointsRequest)(nil),    // 18: portal.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),   // 19: portal.v1.ListEndpointsResponse
-	(*DeleteEndpointsRequest)(nil),  // 20: portal.v1.DeleteEndpointsRequest
-	(*DeleteEndpointsResponse)(nil), // 21: portal.v1.DeleteEndpointsResponse
-	(*WatchEndpointsRequest)(nil),   // 22: portal.v1.WatchEndpointsRequest
-	(*WatchEndpointsResponse)(nil),  // 23: portal.v1.WatchEndpointsResponse
-	(*Service)(nil),                 // 24: portal.v1.Service
-	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
-	(*Endpoints)(nil),               // 26: portal.v1.Endpoints
+	(*CreateServiceRequest)(nil),     // 0: portal.v1.CreateServiceRequest
+	(*CreateServiceResponse)(nil),    // 1: portal.v1.CreateServiceResponse
+	(*GetServiceRequest)(nil),        // 2: portal.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),       // 3: portal.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),      // 4: portal.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),     // 5: portal.v1.ListServicesResponse
+	(*UpdateServiceRequest)(nil),     // 6: portal.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),    // 7: portal.v1.UpdateServiceResponse
+	(*ApplyServiceRequest)(nil),      // 8: portal.v1.ApplyServiceRequest
+	(*ApplyServiceResponse)(nil),     // 9: portal.v1.ApplyServiceResponse
+	(*DeleteServiceRequest)(nil),     // 10: portal.v1.DeleteServiceRequest
+	(*DeleteServiceResponse)(nil),    // 11: portal.v1.DeleteServiceResponse
+	(*WatchServicesRequest)(nil),     // 12: portal.v1.WatchServicesRequest
+	(*WatchServicesResponse)(nil),    // 13: portal.v1.WatchServicesResponse
+	(*PutEndpointsRequest)(nil),      // 14: portal.v1.PutEndpointsRequest
+	(*PutEndpointsResponse)(nil),     // 15: portal.v1.PutEndpointsResponse
+	(*GetEndpointsRequest)(nil),      // 16: portal.v1.GetEndpointsRequest
+	(*GetEndpointsResponse)(nil),     // 17: portal.v1.GetEndpointsResponse
+	(*ListEndpointsRequest)(nil),     // 18: portal.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),    // 19: portal.v1.ListEndpointsResponse
+	(*DeleteEndpointsRequest)(nil),   // 20: portal.v1.DeleteEndpointsRequest
+	(*DeleteEndpointsResponse)(nil),  // 21: portal.v1.DeleteEndpointsResponse
+	(*WatchEndpointsRequest)(nil),    // 22: portal.v1.WatchEndpointsRequest
+	(*WatchEndpointsResponse)(nil),   // 23: portal.v1.WatchEndpointsResponse
+	(*GetServiceHealthRequest)(nil),  // 24: portal.v1.GetServiceHealthRequest
+	(*GetServiceHealthResponse)(nil), // 25: portal.v1.GetServiceHealthResponse
+	(*EndpointHealth)(nil),           // 26: portal.v1.EndpointHealth
+	(*Service)(nil),                  // 27: portal.v1.Service
+	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
+	(*Endpoints)(nil),                // 29: portal.v1.Endpoints
 }
 var file_portal_v1_service_proto_depIdxs = []int32{
-	24, // 0: portal.v1.CreateServiceRequest.service:type_name -> portal.v1.Service
-	24, // 1: portal.v1.CreateServiceResponse.service:type_name -> portal.v1.Service
-	24, // 2: portal.v1.GetServiceResponse.service:type_name -> portal.v1.Service
-	24, // 3: portal.v1.ListServicesResponse.services:type_name -> portal.v1.Service
-	24, // 4: portal.v1.UpdateServiceRequest.service:type_name -> portal.v1.Service
-	24, // 5: portal.v1.UpdateServiceResponse.service:type_name -> portal.v1.Service
-	24, // 6: portal.v1.ApplyServiceRequest.service:type_name -> portal.v1.Service
-	24, // 7: portal.v1.ApplyServiceResponse.service:type_name -> portal.v1.Service
-	24, // 8: portal.v1.DeleteServiceResponse.service:type_name -> portal.v1.Service
-	24, // 9: portal.v1.WatchServicesResponse.service:type_name -> portal.v1.Service
-	25, // 10: portal.v1.WatchServicesResponse.write_time:type_name -> google.protobuf.Timestamp
-	26, // 11: portal.v1.PutEndpointsRequest.endpoints:type_name -> portal.v1.Endpoints
-	26, // 12: portal.v1.PutEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	26, // 13: portal.v1.GetEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	26, // 14: portal.v1.ListEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	26, // 15: portal.v1.DeleteEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	26, // 16: portal.v1.WatchEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
-	25, // 17: portal.v1.WatchEndpointsResponse.write_time:type_name -> google.protobuf.Timestamp
-	0,  // 18: portal.v1.LoadBalancerService.CreateService:input_type -> portal.v1.CreateServiceRequest
-	2,  // 19: portal.v1.LoadBalancerService.GetService:input_type -> portal.v1.GetServiceRequest
-	4,  // 20: portal.v1.LoadBalancerService.ListServices:input_type -> portal.v1.ListServicesRequest
-	6,  // 21: portal.v1.LoadBalancerService.UpdateService:input_type -> portal.v1.UpdateServiceRequest
-	8,  // 22: portal.v1.LoadBalancerService.ApplyService:input_type -> portal.v1.ApplyServiceRequest
-	10, // 23: portal.v1.LoadBalancerService.DeleteService:input_type -> portal.v1.DeleteServiceRequest
-	12, // 24: portal.v1.LoadBalancerService.WatchServices:input_type -> portal.v1.WatchServicesRequest
-	14, // 25: portal.v1.LoadBalancerService.PutEndpoints:input_type -> portal.v1.PutEndpointsRequest
-	16, // 26: portal.v1.LoadBalancerService.GetEndpoints:input_type -> portal.v1.GetEndpointsRequest
-	18, // 27: portal.v1.LoadBalancerService.ListEndpoints:input_type -> portal.v1.ListEndpointsRequest
-	20, // 28: portal.v1.LoadBalancerService.DeleteEndpoints:input_type -> portal.v1.DeleteEndpointsRequest
-	22, // 29: portal.v1.LoadBalancerService.WatchEndpoints:input_type -> portal.v1.WatchEndpointsRequest
-	1,  // 30: portal.v1.LoadBalancerService.CreateService:output_type -> portal.v1.CreateServiceResponse
-	3,  // 31: portal.v1.LoadBalancerService.GetService:output_type -> portal.v1.GetServiceResponse
-	5,  // 32: portal.v1.LoadBalancerService.ListServices:output_type -> portal.v1.ListServicesResponse
-	7,  // 33: portal.v1.LoadBalancerService.UpdateService:output_type -> portal.v1.UpdateServiceResponse
-	9,  // 34: portal.v1.LoadBalancerService.ApplyService:output_type -> portal.v1.ApplyServiceResponse
-	11, // 35: portal.v1.LoadBalancerService.DeleteService:output_type -> portal.v1.DeleteServiceResponse
-	13, // 36: portal.v1.LoadBalancerService.WatchServices:output_type -> portal.v1.WatchServicesResponse
-	15, // 37: portal.v1.LoadBalancerService.PutEndpoints:output_type -> portal.v1.PutEndpointsResponse
-	17, // 38: portal.v1.LoadBalancerService.GetEndpoints:output_type -> portal.v1.GetEndpointsResponse
-	19, // 39: portal.v1.LoadBalancerService.ListEndpoints:output_type -> portal.v1.ListEndpointsResponse
-	21, // 40: portal.v1.LoadBalancerService.DeleteEndpoints:output_type -> portal.v1.DeleteEndpointsResponse
-	23, // 41: portal.v1.LoadBalancerService.WatchEndpoints:output_type -> portal.v1.WatchEndpointsResponse
-	30, // [30:42] is the sub-list for method output_type
-	18, // [18:30] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	27, // 0: portal.v1.CreateServiceRequest.service:type_name -> portal.v1.Service
+	27, // 1: portal.v1.CreateServiceResponse.service:type_name -> portal.v1.Service
+	27, // 2: portal.v1.GetServiceResponse.service:type_name -> portal.v1.Service
+	27, // 3: portal.v1.ListServicesResponse.services:type_name -> portal.v1.Service
+	27, // 4: portal.v1.UpdateServiceRequest.service:type_name -> portal.v1.Service
+	27, // 5: portal.v1.UpdateServiceResponse.service:type_name -> portal.v1.Service
+	27, // 6: portal.v1.ApplyServiceRequest.service:type_name -> portal.v1.Service
+	27, // 7: portal.v1.ApplyServiceResponse.service:type_name -> portal.v1.Service
+	27, // 8: portal.v1.DeleteServiceResponse.service:type_name -> portal.v1.Service
+	27, // 9: portal.v1.WatchServicesResponse.service:type_name -> portal.v1.Service
+	28, // 10: portal.v1.WatchServicesResponse.write_time:type_name -> google.protobuf.Timestamp
+	29, // 11: portal.v1.PutEndpointsRequest.endpoints:type_name -> portal.v1.Endpoints
+	29, // 12: portal.v1.PutEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	29, // 13: portal.v1.GetEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	29, // 14: portal.v1.ListEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	29, // 15: portal.v1.DeleteEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	29, // 16: portal.v1.WatchEndpointsResponse.endpoints:type_name -> portal.v1.Endpoints
+	28, // 17: portal.v1.WatchEndpointsResponse.write_time:type_name -> google.protobuf.Timestamp
+	26, // 18: portal.v1.GetServiceHealthResponse.endpoints:type_name -> portal.v1.EndpointHealth
+	28, // 19: portal.v1.EndpointHealth.last_probe_time:type_name -> google.protobuf.Timestamp
+	0,  // 20: portal.v1.LoadBalancerService.CreateService:input_type -> portal.v1.CreateServiceRequest
+	2,  // 21: portal.v1.LoadBalancerService.GetService:input_type -> portal.v1.GetServiceRequest
+	4,  // 22: portal.v1.LoadBalancerService.ListServices:input_type -> portal.v1.ListServicesRequest
+	6,  // 23: portal.v1.LoadBalancerService.UpdateService:input_type -> portal.v1.UpdateServiceRequest
+	8,  // 24: portal.v1.LoadBalancerService.ApplyService:input_type -> portal.v1.ApplyServiceRequest
+	10, // 25: portal.v1.LoadBalancerService.DeleteService:input_type -> portal.v1.DeleteServiceRequest
+	12, // 26: portal.v1.LoadBalancerService.WatchServices:input_type -> portal.v1.WatchServicesRequest
+	14, // 27: portal.v1.LoadBalancerService.PutEndpoints:input_type -> portal.v1.PutEndpointsRequest
+	16, // 28: portal.v1.LoadBalancerService.GetEndpoints:input_type -> portal.v1.GetEndpointsRequest
+	18, // 29: portal.v1.LoadBalancerService.ListEndpoints:input_type -> portal.v1.ListEndpointsRequest
+	20, // 30: portal.v1.LoadBalancerService.DeleteEndpoints:input_type -> portal.v1.DeleteEndpointsRequest
+	22, // 31: portal.v1.LoadBalancerService.WatchEndpoints:input_type -> portal.v1.WatchEndpointsRequest
+	24, // 32: portal.v1.LoadBalancerService.GetServiceHealth:input_type -> portal.v1.GetServiceHealthRequest
+	1,  // 33: portal.v1.LoadBalancerService.CreateService:output_type -> portal.v1.CreateServiceResponse
+	3,  // 34: portal.v1.LoadBalancerService.GetService:output_type -> portal.v1.GetServiceResponse
+	5,  // 35: portal.v1.LoadBalancerService.ListServices:output_type -> portal.v1.ListServicesResponse
+	7,  // 36: portal.v1.LoadBalancerService.UpdateService:output_type -> portal.v1.UpdateServiceResponse
+	9,  // 37: portal.v1.LoadBalancerService.ApplyService:output_type -> portal.v1.ApplyServiceResponse
+	11, // 38: portal.v1.LoadBalancerService.DeleteService:output_type -> portal.v1.DeleteServiceResponse
+	13, // 39: portal.v1.LoadBalancerService.WatchServices:output_type -> portal.v1.WatchServicesResponse
+	15, // 40: portal.v1.LoadBalancerService.PutEndpoints:output_type -> portal.v1.PutEndpointsResponse
+	17, // 41: portal.v1.LoadBalancerService.GetEndpoints:output_type -> portal.v1.GetEndpointsResponse
+	19, // 42: portal.v1.LoadBalancerService.ListEndpoints:output_type -> portal.v1.ListEndpointsResponse
+	21, // 43: portal.v1.LoadBalancerService.DeleteEndpoints:output_type -> portal.v1.DeleteEndpointsResponse
+	23, // 44: portal.v1.LoadBalancerService.WatchEndpoints:output_type -> portal.v1.WatchEndpointsResponse
+	25, // 45: portal.v1.LoadBalancerService.GetServiceHealth:output_type -> portal.v1.GetServiceHealthResponse
+	33, // [33:46] is the sub-list for method output_type
+	20, // [20:33] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_portal_v1_service_proto_init() }
@@ -1472,7 +1723,7 @@ func file_portal_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portal_v1_service_proto_rawDesc), len(file_portal_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

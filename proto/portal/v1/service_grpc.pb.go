@@ -19,18 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LoadBalancerService_CreateService_FullMethodName   = "/portal.v1.LoadBalancerService/CreateService"
-	LoadBalancerService_GetService_FullMethodName      = "/portal.v1.LoadBalancerService/GetService"
-	LoadBalancerService_ListServices_FullMethodName    = "/portal.v1.LoadBalancerService/ListServices"
-	LoadBalancerService_UpdateService_FullMethodName   = "/portal.v1.LoadBalancerService/UpdateService"
-	LoadBalancerService_ApplyService_FullMethodName    = "/portal.v1.LoadBalancerService/ApplyService"
-	LoadBalancerService_DeleteService_FullMethodName   = "/portal.v1.LoadBalancerService/DeleteService"
-	LoadBalancerService_WatchServices_FullMethodName   = "/portal.v1.LoadBalancerService/WatchServices"
-	LoadBalancerService_PutEndpoints_FullMethodName    = "/portal.v1.LoadBalancerService/PutEndpoints"
-	LoadBalancerService_GetEndpoints_FullMethodName    = "/portal.v1.LoadBalancerService/GetEndpoints"
-	LoadBalancerService_ListEndpoints_FullMethodName   = "/portal.v1.LoadBalancerService/ListEndpoints"
-	LoadBalancerService_DeleteEndpoints_FullMethodName = "/portal.v1.LoadBalancerService/DeleteEndpoints"
-	LoadBalancerService_WatchEndpoints_FullMethodName  = "/portal.v1.LoadBalancerService/WatchEndpoints"
+	LoadBalancerService_CreateService_FullMethodName    = "/portal.v1.LoadBalancerService/CreateService"
+	LoadBalancerService_GetService_FullMethodName       = "/portal.v1.LoadBalancerService/GetService"
+	LoadBalancerService_ListServices_FullMethodName     = "/portal.v1.LoadBalancerService/ListServices"
+	LoadBalancerService_UpdateService_FullMethodName    = "/portal.v1.LoadBalancerService/UpdateService"
+	LoadBalancerService_ApplyService_FullMethodName     = "/portal.v1.LoadBalancerService/ApplyService"
+	LoadBalancerService_DeleteService_FullMethodName    = "/portal.v1.LoadBalancerService/DeleteService"
+	LoadBalancerService_WatchServices_FullMethodName    = "/portal.v1.LoadBalancerService/WatchServices"
+	LoadBalancerService_PutEndpoints_FullMethodName     = "/portal.v1.LoadBalancerService/PutEndpoints"
+	LoadBalancerService_GetEndpoints_FullMethodName     = "/portal.v1.LoadBalancerService/GetEndpoints"
+	LoadBalancerService_ListEndpoints_FullMethodName    = "/portal.v1.LoadBalancerService/ListEndpoints"
+	LoadBalancerService_DeleteEndpoints_FullMethodName  = "/portal.v1.LoadBalancerService/DeleteEndpoints"
+	LoadBalancerService_WatchEndpoints_FullMethodName   = "/portal.v1.LoadBalancerService/WatchEndpoints"
+	LoadBalancerService_GetServiceHealth_FullMethodName = "/portal.v1.LoadBalancerService/GetServiceHealth"
 )
 
 // LoadBalancerServiceClient is the client API for LoadBalancerService service.
@@ -56,6 +57,9 @@ type LoadBalancerServiceClient interface {
 	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
 	DeleteEndpoints(ctx context.Context, in *DeleteEndpointsRequest, opts ...grpc.CallOption) (*DeleteEndpointsResponse, error)
 	WatchEndpoints(ctx context.Context, in *WatchEndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEndpointsResponse], error)
+	// Health of a service's endpoints as every node sees them (the node that
+	// answers gathers the others' views).
+	GetServiceHealth(ctx context.Context, in *GetServiceHealthRequest, opts ...grpc.CallOption) (*GetServiceHealthResponse, error)
 }
 
 type loadBalancerServiceClient struct {
@@ -204,6 +208,16 @@ func (c *loadBalancerServiceClient) WatchEndpoints(ctx context.Context, in *Watc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LoadBalancerService_WatchEndpointsClient = grpc.ServerStreamingClient[WatchEndpointsResponse]
 
+func (c *loadBalancerServiceClient) GetServiceHealth(ctx context.Context, in *GetServiceHealthRequest, opts ...grpc.CallOption) (*GetServiceHealthResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetServiceHealthResponse)
+	err := c.cc.Invoke(ctx, LoadBalancerService_GetServiceHealth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LoadBalancerServiceServer is the server API for LoadBalancerService service.
 // All implementations must embed UnimplementedLoadBalancerServiceServer
 // for forward compatibility.
@@ -227,6 +241,9 @@ type LoadBalancerServiceServer interface {
 	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
 	DeleteEndpoints(context.Context, *DeleteEndpointsRequest) (*DeleteEndpointsResponse, error)
 	WatchEndpoints(*WatchEndpointsRequest, grpc.ServerStreamingServer[WatchEndpointsResponse]) error
+	// Health of a service's endpoints as every node sees them (the node that
+	// answers gathers the others' views).
+	GetServiceHealth(context.Context, *GetServiceHealthRequest) (*GetServiceHealthResponse, error)
 	mustEmbedUnimplementedLoadBalancerServiceServer()
 }
 
@@ -272,6 +289,9 @@ func (UnimplementedLoadBalancerServiceServer) DeleteEndpoints(context.Context, *
 }
 func (UnimplementedLoadBalancerServiceServer) WatchEndpoints(*WatchEndpointsRequest, grpc.ServerStreamingServer[WatchEndpointsResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchEndpoints not implemented")
+}
+func (UnimplementedLoadBalancerServiceServer) GetServiceHealth(context.Context, *GetServiceHealthRequest) (*GetServiceHealthResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetServiceHealth not implemented")
 }
 func (UnimplementedLoadBalancerServiceServer) mustEmbedUnimplementedLoadBalancerServiceServer() {}
 func (UnimplementedLoadBalancerServiceServer) testEmbeddedByValue()                             {}
@@ -496,6 +516,24 @@ func _LoadBalancerService_WatchEndpoints_Handler(srv interface{}, stream grpc.Se
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type LoadBalancerService_WatchEndpointsServer = grpc.ServerStreamingServer[WatchEndpointsResponse]
 
+func _LoadBalancerService_GetServiceHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServiceHealthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LoadBalancerServiceServer).GetServiceHealth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LoadBalancerService_GetServiceHealth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LoadBalancerServiceServer).GetServiceHealth(ctx, req.(*GetServiceHealthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LoadBalancerService_ServiceDesc is the grpc.ServiceDesc for LoadBalancerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -542,6 +580,10 @@ var LoadBalancerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteEndpoints",
 			Handler:    _LoadBalancerService_DeleteEndpoints_Handler,
+		},
+		{
+			MethodName: "GetServiceHealth",
+			Handler:    _LoadBalancerService_GetServiceHealth_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -205,7 +205,9 @@ type ServiceSpec struct {
 	PublishNotReadyAddresses bool  `protobuf:"varint,13,opt,name=publish_not_ready_addresses,json=publishNotReadyAddresses,proto3" json:"publish_not_ready_addresses,omitempty"`
 	// portal addition: the balancing algorithm (rr, wrr, lc, wlc, sh, dh, mh,
 	// sed, nq); empty means the dataplane's default (round robin).
-	Scheduler     string `protobuf:"bytes,14,opt,name=scheduler,proto3" json:"scheduler,omitempty"`
+	Scheduler string `protobuf:"bytes,14,opt,name=scheduler,proto3" json:"scheduler,omitempty"`
+	// portal addition: active health checks of the endpoints, by every node.
+	HealthCheck   *HealthCheck `protobuf:"bytes,15,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +340,162 @@ func (x *ServiceSpec) GetScheduler() string {
 	return ""
 }
 
+func (x *ServiceSpec) GetHealthCheck() *HealthCheck {
+	if x != nil {
+		return x.HealthCheck
+	}
+	return nil
+}
+
+// HealthCheck probes every endpoint from every node; failing endpoints are
+// left out of that node's dataplane.
+type HealthCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// TCP (default), HTTP, HTTPS, GRPC, UDP or NONE.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Port probed; 0 means the endpoint's target port.
+	Port int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// HTTP(S): request path (default "/") and Host header.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Host string `protobuf:"bytes,4,opt,name=host,proto3" json:"host,omitempty"`
+	// HTTP(S): accepted status codes, e.g. "200-399" (default) or "200,204,301-302".
+	ExpectedCodes string `protobuf:"bytes,5,opt,name=expected_codes,json=expectedCodes,proto3" json:"expected_codes,omitempty"`
+	// GRPC: the service name asked of grpc.health.v1 (empty: the server).
+	Service string `protobuf:"bytes,6,opt,name=service,proto3" json:"service,omitempty"`
+	// UDP: payload sent, and text the reply must contain (empty: any reply).
+	Send               string `protobuf:"bytes,7,opt,name=send,proto3" json:"send,omitempty"`
+	Expect             string `protobuf:"bytes,8,opt,name=expect,proto3" json:"expect,omitempty"`
+	IntervalMillis     int32  `protobuf:"varint,9,opt,name=interval_millis,json=intervalMillis,proto3" json:"interval_millis,omitempty"`
+	TimeoutMillis      int32  `protobuf:"varint,10,opt,name=timeout_millis,json=timeoutMillis,proto3" json:"timeout_millis,omitempty"`
+	HealthyThreshold   int32  `protobuf:"varint,11,opt,name=healthy_threshold,json=healthyThreshold,proto3" json:"healthy_threshold,omitempty"`
+	UnhealthyThreshold int32  `protobuf:"varint,12,opt,name=unhealthy_threshold,json=unhealthyThreshold,proto3" json:"unhealthy_threshold,omitempty"`
+	// FailOpen (default: serve every endpoint when all fail) or Refuse.
+	AllUnhealthy  string `protobuf:"bytes,13,opt,name=all_unhealthy,json=allUnhealthy,proto3" json:"all_unhealthy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_portal_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_portal_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HealthCheck) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetExpectedCodes() string {
+	if x != nil {
+		return x.ExpectedCodes
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetSend() string {
+	if x != nil {
+		return x.Send
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetExpect() string {
+	if x != nil {
+		return x.Expect
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetIntervalMillis() int32 {
+	if x != nil {
+		return x.IntervalMillis
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetTimeoutMillis() int32 {
+	if x != nil {
+		return x.TimeoutMillis
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetHealthyThreshold() int32 {
+	if x != nil {
+		return x.HealthyThreshold
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetUnhealthyThreshold() int32 {
+	if x != nil {
+		return x.UnhealthyThreshold
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetAllUnhealthy() string {
+	if x != nil {
+		return x.AllUnhealthy
+	}
+	return ""
+}
+
 type ServicePort struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required and unique when the service has more than one port.
@@ -355,7 +513,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_portal_v1_types_proto_msgTypes[3]
+	mi := &file_portal_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +525,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[3]
+	mi := &file_portal_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +538,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServicePort) GetName() string {
@@ -427,7 +585,7 @@ type SessionAffinityConfig struct {
 
 func (x *SessionAffinityConfig) Reset() {
 	*x = SessionAffinityConfig{}
-	mi := &file_portal_v1_types_proto_msgTypes[4]
+	mi := &file_portal_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +597,7 @@ func (x *SessionAffinityConfig) String() string {
 func (*SessionAffinityConfig) ProtoMessage() {}
 
 func (x *SessionAffinityConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[4]
+	mi := &file_portal_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +610,7 @@ func (x *SessionAffinityConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAffinityConfig.ProtoReflect.Descriptor instead.
 func (*SessionAffinityConfig) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SessionAffinityConfig) GetClientIp() *ClientIPConfig {
@@ -472,7 +630,7 @@ type ClientIPConfig struct {
 
 func (x *ClientIPConfig) Reset() {
 	*x = ClientIPConfig{}
-	mi := &file_portal_v1_types_proto_msgTypes[5]
+	mi := &file_portal_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +642,7 @@ func (x *ClientIPConfig) String() string {
 func (*ClientIPConfig) ProtoMessage() {}
 
 func (x *ClientIPConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[5]
+	mi := &file_portal_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +655,7 @@ func (x *ClientIPConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientIPConfig.ProtoReflect.Descriptor instead.
 func (*ClientIPConfig) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClientIPConfig) GetTimeoutSeconds() int32 {
@@ -517,7 +675,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_portal_v1_types_proto_msgTypes[6]
+	mi := &file_portal_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +687,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[6]
+	mi := &file_portal_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +700,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ServiceStatus) GetLoadBalancer() *LoadBalancerStatus {
@@ -568,7 +726,7 @@ type LoadBalancerStatus struct {
 
 func (x *LoadBalancerStatus) Reset() {
 	*x = LoadBalancerStatus{}
-	mi := &file_portal_v1_types_proto_msgTypes[7]
+	mi := &file_portal_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +738,7 @@ func (x *LoadBalancerStatus) String() string {
 func (*LoadBalancerStatus) ProtoMessage() {}
 
 func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[7]
+	mi := &file_portal_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +751,7 @@ func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerStatus.ProtoReflect.Descriptor instead.
 func (*LoadBalancerStatus) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LoadBalancerStatus) GetIngress() []*LoadBalancerIngress {
@@ -613,7 +771,7 @@ type LoadBalancerIngress struct {
 
 func (x *LoadBalancerIngress) Reset() {
 	*x = LoadBalancerIngress{}
-	mi := &file_portal_v1_types_proto_msgTypes[8]
+	mi := &file_portal_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +783,7 @@ func (x *LoadBalancerIngress) String() string {
 func (*LoadBalancerIngress) ProtoMessage() {}
 
 func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[8]
+	mi := &file_portal_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +796,7 @@ func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerIngress.ProtoReflect.Descriptor instead.
 func (*LoadBalancerIngress) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LoadBalancerIngress) GetIp() string {
@@ -668,7 +826,7 @@ type Condition struct {
 
 func (x *Condition) Reset() {
 	*x = Condition{}
-	mi := &file_portal_v1_types_proto_msgTypes[9]
+	mi := &file_portal_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +838,7 @@ func (x *Condition) String() string {
 func (*Condition) ProtoMessage() {}
 
 func (x *Condition) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[9]
+	mi := &file_portal_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +851,7 @@ func (x *Condition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Condition.ProtoReflect.Descriptor instead.
 func (*Condition) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Condition) GetType() string {
@@ -742,7 +900,7 @@ type Endpoints struct {
 
 func (x *Endpoints) Reset() {
 	*x = Endpoints{}
-	mi := &file_portal_v1_types_proto_msgTypes[10]
+	mi := &file_portal_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +912,7 @@ func (x *Endpoints) String() string {
 func (*Endpoints) ProtoMessage() {}
 
 func (x *Endpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[10]
+	mi := &file_portal_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +925,7 @@ func (x *Endpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoints.ProtoReflect.Descriptor instead.
 func (*Endpoints) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Endpoints) GetMetadata() *ObjectMeta {
@@ -795,7 +953,7 @@ type EndpointSubset struct {
 
 func (x *EndpointSubset) Reset() {
 	*x = EndpointSubset{}
-	mi := &file_portal_v1_types_proto_msgTypes[11]
+	mi := &file_portal_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +965,7 @@ func (x *EndpointSubset) String() string {
 func (*EndpointSubset) ProtoMessage() {}
 
 func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[11]
+	mi := &file_portal_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +978,7 @@ func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSubset.ProtoReflect.Descriptor instead.
 func (*EndpointSubset) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EndpointSubset) GetAddresses() []*EndpointAddress {
@@ -855,7 +1013,7 @@ type EndpointAddress struct {
 
 func (x *EndpointAddress) Reset() {
 	*x = EndpointAddress{}
-	mi := &file_portal_v1_types_proto_msgTypes[12]
+	mi := &file_portal_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1025,7 @@ func (x *EndpointAddress) String() string {
 func (*EndpointAddress) ProtoMessage() {}
 
 func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[12]
+	mi := &file_portal_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1038,7 @@ func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointAddress.ProtoReflect.Descriptor instead.
 func (*EndpointAddress) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EndpointAddress) GetIp() string {
@@ -917,7 +1075,7 @@ type EndpointPort struct {
 
 func (x *EndpointPort) Reset() {
 	*x = EndpointPort{}
-	mi := &file_portal_v1_types_proto_msgTypes[13]
+	mi := &file_portal_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1087,7 @@ func (x *EndpointPort) String() string {
 func (*EndpointPort) ProtoMessage() {}
 
 func (x *EndpointPort) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[13]
+	mi := &file_portal_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1100,7 @@ func (x *EndpointPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointPort.ProtoReflect.Descriptor instead.
 func (*EndpointPort) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EndpointPort) GetName() string {
@@ -989,7 +1147,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_portal_v1_types_proto_msgTypes[14]
+	mi := &file_portal_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1159,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_portal_v1_types_proto_msgTypes[14]
+	mi := &file_portal_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1172,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_portal_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_portal_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Node) GetId() string {
@@ -1103,7 +1261,7 @@ const file_portal_v1_types_proto_rawDesc = "" +
 	"\aService\x121\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x15.portal.v1.ObjectMetaR\bmetadata\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.portal.v1.ServiceSpecR\x04spec\x120\n" +
-	"\x06status\x18\x03 \x01(\v2\x18.portal.v1.ServiceStatusR\x06status\"\xed\x05\n" +
+	"\x06status\x18\x03 \x01(\v2\x18.portal.v1.ServiceStatusR\x06status\"\xa8\x06\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12,\n" +
 	"\x05ports\x18\x02 \x03(\v2\x16.portal.v1.ServicePortR\x05ports\x12@\n" +
@@ -1120,10 +1278,26 @@ const file_portal_v1_types_proto_rawDesc = "" +
 	"\x17external_traffic_policy\x18\v \x01(\tR\x15externalTrafficPolicy\x123\n" +
 	"\x16health_check_node_port\x18\f \x01(\x05R\x13healthCheckNodePort\x12=\n" +
 	"\x1bpublish_not_ready_addresses\x18\r \x01(\bR\x18publishNotReadyAddresses\x12\x1c\n" +
-	"\tscheduler\x18\x0e \x01(\tR\tscheduler\x1a;\n" +
+	"\tscheduler\x18\x0e \x01(\tR\tscheduler\x129\n" +
+	"\fhealth_check\x18\x0f \x01(\v2\x16.portal.v1.HealthCheckR\vhealthCheck\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x03\n" +
+	"\vHealthCheck\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x12\n" +
+	"\x04host\x18\x04 \x01(\tR\x04host\x12%\n" +
+	"\x0eexpected_codes\x18\x05 \x01(\tR\rexpectedCodes\x12\x18\n" +
+	"\aservice\x18\x06 \x01(\tR\aservice\x12\x12\n" +
+	"\x04send\x18\a \x01(\tR\x04send\x12\x16\n" +
+	"\x06expect\x18\b \x01(\tR\x06expect\x12'\n" +
+	"\x0finterval_millis\x18\t \x01(\x05R\x0eintervalMillis\x12%\n" +
+	"\x0etimeout_millis\x18\n" +
+	" \x01(\x05R\rtimeoutMillis\x12+\n" +
+	"\x11healthy_threshold\x18\v \x01(\x05R\x10healthyThreshold\x12/\n" +
+	"\x13unhealthy_threshold\x18\f \x01(\x05R\x12unhealthyThreshold\x12#\n" +
+	"\rall_unhealthy\x18\r \x01(\tR\fallUnhealthy\"\x8f\x01\n" +
 	"\vServicePort\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
@@ -1192,55 +1366,57 @@ func file_portal_v1_types_proto_rawDescGZIP() []byte {
 	return file_portal_v1_types_proto_rawDescData
 }
 
-var file_portal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_portal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_portal_v1_types_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: portal.v1.ObjectMeta
 	(*Service)(nil),               // 1: portal.v1.Service
 	(*ServiceSpec)(nil),           // 2: portal.v1.ServiceSpec
-	(*ServicePort)(nil),           // 3: portal.v1.ServicePort
-	(*SessionAffinityConfig)(nil), // 4: portal.v1.SessionAffinityConfig
-	(*ClientIPConfig)(nil),        // 5: portal.v1.ClientIPConfig
-	(*ServiceStatus)(nil),         // 6: portal.v1.ServiceStatus
-	(*LoadBalancerStatus)(nil),    // 7: portal.v1.LoadBalancerStatus
-	(*LoadBalancerIngress)(nil),   // 8: portal.v1.LoadBalancerIngress
-	(*Condition)(nil),             // 9: portal.v1.Condition
-	(*Endpoints)(nil),             // 10: portal.v1.Endpoints
-	(*EndpointSubset)(nil),        // 11: portal.v1.EndpointSubset
-	(*EndpointAddress)(nil),       // 12: portal.v1.EndpointAddress
-	(*EndpointPort)(nil),          // 13: portal.v1.EndpointPort
-	(*Node)(nil),                  // 14: portal.v1.Node
-	nil,                           // 15: portal.v1.ObjectMeta.LabelsEntry
-	nil,                           // 16: portal.v1.ObjectMeta.AnnotationsEntry
-	nil,                           // 17: portal.v1.ServiceSpec.SelectorEntry
-	nil,                           // 18: portal.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*HealthCheck)(nil),           // 3: portal.v1.HealthCheck
+	(*ServicePort)(nil),           // 4: portal.v1.ServicePort
+	(*SessionAffinityConfig)(nil), // 5: portal.v1.SessionAffinityConfig
+	(*ClientIPConfig)(nil),        // 6: portal.v1.ClientIPConfig
+	(*ServiceStatus)(nil),         // 7: portal.v1.ServiceStatus
+	(*LoadBalancerStatus)(nil),    // 8: portal.v1.LoadBalancerStatus
+	(*LoadBalancerIngress)(nil),   // 9: portal.v1.LoadBalancerIngress
+	(*Condition)(nil),             // 10: portal.v1.Condition
+	(*Endpoints)(nil),             // 11: portal.v1.Endpoints
+	(*EndpointSubset)(nil),        // 12: portal.v1.EndpointSubset
+	(*EndpointAddress)(nil),       // 13: portal.v1.EndpointAddress
+	(*EndpointPort)(nil),          // 14: portal.v1.EndpointPort
+	(*Node)(nil),                  // 15: portal.v1.Node
+	nil,                           // 16: portal.v1.ObjectMeta.LabelsEntry
+	nil,                           // 17: portal.v1.ObjectMeta.AnnotationsEntry
+	nil,                           // 18: portal.v1.ServiceSpec.SelectorEntry
+	nil,                           // 19: portal.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_portal_v1_types_proto_depIdxs = []int32{
-	15, // 0: portal.v1.ObjectMeta.labels:type_name -> portal.v1.ObjectMeta.LabelsEntry
-	16, // 1: portal.v1.ObjectMeta.annotations:type_name -> portal.v1.ObjectMeta.AnnotationsEntry
-	19, // 2: portal.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	16, // 0: portal.v1.ObjectMeta.labels:type_name -> portal.v1.ObjectMeta.LabelsEntry
+	17, // 1: portal.v1.ObjectMeta.annotations:type_name -> portal.v1.ObjectMeta.AnnotationsEntry
+	20, // 2: portal.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 3: portal.v1.Service.metadata:type_name -> portal.v1.ObjectMeta
 	2,  // 4: portal.v1.Service.spec:type_name -> portal.v1.ServiceSpec
-	6,  // 5: portal.v1.Service.status:type_name -> portal.v1.ServiceStatus
-	3,  // 6: portal.v1.ServiceSpec.ports:type_name -> portal.v1.ServicePort
-	17, // 7: portal.v1.ServiceSpec.selector:type_name -> portal.v1.ServiceSpec.SelectorEntry
-	4,  // 8: portal.v1.ServiceSpec.session_affinity_config:type_name -> portal.v1.SessionAffinityConfig
-	5,  // 9: portal.v1.SessionAffinityConfig.client_ip:type_name -> portal.v1.ClientIPConfig
-	7,  // 10: portal.v1.ServiceStatus.load_balancer:type_name -> portal.v1.LoadBalancerStatus
-	9,  // 11: portal.v1.ServiceStatus.conditions:type_name -> portal.v1.Condition
-	8,  // 12: portal.v1.LoadBalancerStatus.ingress:type_name -> portal.v1.LoadBalancerIngress
-	19, // 13: portal.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
-	0,  // 14: portal.v1.Endpoints.metadata:type_name -> portal.v1.ObjectMeta
-	11, // 15: portal.v1.Endpoints.subsets:type_name -> portal.v1.EndpointSubset
-	12, // 16: portal.v1.EndpointSubset.addresses:type_name -> portal.v1.EndpointAddress
-	12, // 17: portal.v1.EndpointSubset.not_ready_addresses:type_name -> portal.v1.EndpointAddress
-	13, // 18: portal.v1.EndpointSubset.ports:type_name -> portal.v1.EndpointPort
-	18, // 19: portal.v1.Node.labels:type_name -> portal.v1.Node.LabelsEntry
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	7,  // 5: portal.v1.Service.status:type_name -> portal.v1.ServiceStatus
+	4,  // 6: portal.v1.ServiceSpec.ports:type_name -> portal.v1.ServicePort
+	18, // 7: portal.v1.ServiceSpec.selector:type_name -> portal.v1.ServiceSpec.SelectorEntry
+	5,  // 8: portal.v1.ServiceSpec.session_affinity_config:type_name -> portal.v1.SessionAffinityConfig
+	3,  // 9: portal.v1.ServiceSpec.health_check:type_name -> portal.v1.HealthCheck
+	6,  // 10: portal.v1.SessionAffinityConfig.client_ip:type_name -> portal.v1.ClientIPConfig
+	8,  // 11: portal.v1.ServiceStatus.load_balancer:type_name -> portal.v1.LoadBalancerStatus
+	10, // 12: portal.v1.ServiceStatus.conditions:type_name -> portal.v1.Condition
+	9,  // 13: portal.v1.LoadBalancerStatus.ingress:type_name -> portal.v1.LoadBalancerIngress
+	20, // 14: portal.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	0,  // 15: portal.v1.Endpoints.metadata:type_name -> portal.v1.ObjectMeta
+	12, // 16: portal.v1.Endpoints.subsets:type_name -> portal.v1.EndpointSubset
+	13, // 17: portal.v1.EndpointSubset.addresses:type_name -> portal.v1.EndpointAddress
+	13, // 18: portal.v1.EndpointSubset.not_ready_addresses:type_name -> portal.v1.EndpointAddress
+	14, // 19: portal.v1.EndpointSubset.ports:type_name -> portal.v1.EndpointPort
+	19, // 20: portal.v1.Node.labels:type_name -> portal.v1.Node.LabelsEntry
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_portal_v1_types_proto_init() }
@@ -1254,7 +1430,7 @@ func file_portal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portal_v1_types_proto_rawDesc), len(file_portal_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
