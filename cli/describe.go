@@ -68,6 +68,17 @@ func newDescribeCommand(o *options) *cobra.Command {
 				if err := DescribeService(o.stdout, svc, ep, time.Now()); err != nil {
 					return err
 				}
+				if svc.GetSpec().GetHealthCheck() != nil {
+					ctx, cancel := o.rpcContext(cmd.Context())
+					h, err := c.lb.GetServiceHealth(ctx, &portalv1.GetServiceHealthRequest{
+						Namespace: svc.GetMetadata().GetNamespace(), Name: svc.GetMetadata().GetName()})
+					cancel()
+					if err != nil {
+						PrintError(o.stderr, err)
+					} else {
+						PrintServiceHealth(o.stdout, svc.GetSpec().GetHealthCheck(), h, time.Now())
+					}
+				}
 			}
 			if failed > 0 {
 				return &reportedError{n: failed}

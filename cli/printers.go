@@ -532,3 +532,40 @@ func DescribeService(w io.Writer, svc *portalv1.Service, ep *portalv1.Endpoints,
 	}
 	return tw.Flush()
 }
+
+// PrintServiceHealth renders a health check and every node's view of the
+// endpoints, as describe shows them.
+func PrintServiceHealth(w io.Writer, hc *portalv1.HealthCheck, h *portalv1.GetServiceHealthResponse, now time.Time) {
+	target := hc.GetType()
+	if p := hc.GetPort(); p != 0 {
+		target += fmt.Sprintf(" port %d", p)
+	}
+	if hc.GetType() == "HTTP" || hc.GetType() == "HTTPS" {
+		target += fmt.Sprintf(" %s (codes %s)", hc.GetPath(), hc.GetExpectedCodes())
+	}
+	fmt.Fprintf(w, "Health Check:             %s every %dms, timeout %dms, healthy after %d, unhealthy after %d, all unhealthy: %s\n",
+		target, hc.GetIntervalMillis(), hc.GetTimeoutMillis(), hc.GetHealthyThreshold(), hc.GetUnhealthyThreshold(), hc.GetAllUnhealthy())
+	if len(h.GetEndpoints()) == 0 {
+		fmt.Fprintln(w, "Endpoint Health:          <none>")
+	} else {
+		fmt.Fprintln(w, "Endpoint Health:")
+		tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+		fmt.Fprintln(tw, "  ENDPOINT\tNODE\tSTATE\tOK\tFAILED\tLATENCY\tLAST PROBE\tLAST ERROR")
+		for _, e := range h.GetEndpoints() {
+			last := "<never>"
+			if e.GetLastProbeTime() != nil {
+				last = HumanDuration(now.Sub(e.GetLastProbeTime().AsTime())) + " ago"
+			}
+			errText := e.GetLastError()
+			if errText == "" {
+				errText = "-"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%.1fms\t%s\t%s\n", net.JoinHostPort(e.GetIp(), strconv.Itoa(int(e.GetPort()))),
+				e.GetNode(), e.GetState(), e.GetConsecutiveSuccesses(), e.GetConsecutiveFailures(), e.GetLatencyMillis(), last, errText)
+		}
+		tw.Flush()
+	}
+	for _, u := range h.GetUnreachableNodes() {
+		fmt.Fprintf(w, "  (not answered: %s)\n", u)
+	}
+}

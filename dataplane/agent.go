@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -83,6 +84,38 @@ func NewAgent(cfg AgentConfig) *Agent {
 		a.prober = healthcheck.New(healthcheck.Config{OnTransition: a.kick, Logger: cfg.Logger, Registerer: cfg.Registerer})
 	}
 	return a
+}
+
+// ServiceHealth is this node's view of a service's endpoints: one entry
+// per probed endpoint (state Unknown when the service has no check or the
+// endpoint has not been probed yet).
+func (a *Agent) ServiceHealth(svc *portalv1.Service, eps *portalv1.Endpoints) []*portalv1.EndpointHealth {
+	check, checked := healthcheck.CheckOf(svc.GetSpec().GetHealthCheck())
+	var out []*portalv1.EndpointHealth
+	seen := map[netip.AddrPort]bool{}
+	for _, sp := range svc.GetSpec().GetPorts() {
+		for _, b := range resolve(eps, sp, len(svc.GetSpec().GetPorts()) == 1, svc.GetSpec().GetPublishNotReadyAddresses()) {
+			addr := probeAddr(b, svc.GetSpec().GetHealthCheck())
+			if seen[addr] {
+				continue
+			}
+			seen[addr] = true
+			h := &portalv1.EndpointHealth{Ip: addr.Addr().String(), Port: int32(addr.Port()), Node: a.cfg.Node.Name, State: healthcheck.Unknown}
+			if !checked {
+				h.LastError = "the service has no health check"
+			} else if a.prober != nil {
+				if st, ok := a.prober.Status(addr, check); ok {
+					h.State, h.ConsecutiveSuccesses, h.ConsecutiveFailures = st.State, int32(st.Successes), int32(st.Failures)
+					h.LastError, h.LatencyMillis = st.LastError, float64(st.Latency.Microseconds())/1000
+					if !st.LastProbe.IsZero() {
+						h.LastProbeTime = timestamppb.New(st.LastProbe)
+					}
+				}
+			}
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // Prober is the agent's health prober (nil without health checks).

@@ -11,7 +11,9 @@ import (
 	"net/netip"
 	"regexp"
 	"runtime/debug"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +57,11 @@ type Store interface {
 	LeaderAddress() string
 }
 
+// HealthSource reports this node's health checks of a service's endpoints.
+type HealthSource interface {
+	ServiceHealth(svc *portalv1.Service, eps *portalv1.Endpoints) []*portalv1.EndpointHealth
+}
+
 // Options configures the gRPC server.
 type Options struct {
 	Logger     *slog.Logger
@@ -63,6 +70,8 @@ type Options struct {
 	ServerOptions []grpc.ServerOption
 	// NodeID names this node in forwarded requests.
 	NodeID string
+	// Health is this node's view of endpoint health (nil: all Unknown).
+	Health HealthSource
 	// ForwardDialOptions dial the leader when a follower forwards a request
 	// (transport credentials: insecure when empty).
 	ForwardDialOptions []grpc.DialOption
@@ -86,7 +95,7 @@ func New(store Store, opts Options) (*grpc.Server, *health.Server) {
 		grpc.ChainStreamInterceptor(m.stream, recoverStream(log)),
 	}, opts.ServerOptions...)
 	gs := grpc.NewServer(sopts...)
-	api := &api{store: store}
+	api := &api{store: store, health: opts.Health, nodeID: opts.NodeID, fw: fw}
 	portalv1.RegisterLoadBalancerServiceServer(gs, api)
 	portalv1.RegisterClusterServiceServer(gs, &clusterAPI{store: store})
 	hs := health.NewServer()
@@ -135,7 +144,80 @@ func required(field string) error {
 
 type api struct {
 	portalv1.UnimplementedLoadBalancerServiceServer
-	store Store
+	store  Store
+	health HealthSource
+	nodeID string
+	fw     *forwarder
+}
+
+// GetServiceHealth answers this node's view and gathers every other
+// node's (asked with local_only, in parallel, 2 s each).
+func (a *api) GetServiceHealth(ctx context.Context, req *portalv1.GetServiceHealthRequest) (*portalv1.GetServiceHealthResponse, error) {
+	ns, err := ref(req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	svc, err := a.store.GetService(ctx, ns, req.GetName(), false)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := a.store.GetEndpoints(ctx, ns, req.GetName(), false)
+	if err != nil && status.Code(err) != codes.NotFound {
+		return nil, err
+	}
+	out := &portalv1.GetServiceHealthResponse{}
+	if a.health != nil {
+		out.Endpoints = a.health.ServiceHealth(svc, eps)
+	}
+	if req.GetLocalOnly() {
+		return out, nil
+	}
+	cl, err := a.store.Cluster(ctx)
+	if err != nil {
+		return out, nil
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range cl.GetNodes() {
+		if n.GetId() == cl.GetNodeId() {
+			continue // this node: answered above
+		}
+		if n.GetGrpcAddress() == "" {
+			out.UnreachableNodes = append(out.UnreachableNodes, n.GetId()+": no API address recorded")
+			continue
+		}
+		wg.Add(1)
+		go func(n *portalv1.Node) {
+			defer wg.Done()
+			var resp *portalv1.GetServiceHealthResponse
+			conn, err := a.fw.conn(n.GetGrpcAddress())
+			if err == nil {
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				resp, err = portalv1.NewLoadBalancerServiceClient(conn).GetServiceHealth(cctx,
+					&portalv1.GetServiceHealthRequest{Namespace: ns, Name: req.GetName(), LocalOnly: true})
+				cancel()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				out.UnreachableNodes = append(out.UnreachableNodes, fmt.Sprintf("%s: %v", n.GetId(), status.Convert(err).Message()))
+				return
+			}
+			out.Endpoints = append(out.Endpoints, resp.GetEndpoints()...)
+		}(n)
+	}
+	wg.Wait()
+	sort.SliceStable(out.Endpoints, func(i, j int) bool {
+		x, y := out.Endpoints[i], out.Endpoints[j]
+		if x.GetIp() != y.GetIp() {
+			return x.GetIp() < y.GetIp()
+		}
+		if x.GetPort() != y.GetPort() {
+			return x.GetPort() < y.GetPort()
+		}
+		return x.GetNode() < y.GetNode()
+	})
+	return out, nil
 }
 
 // prepareService copies, defaults and validates a service from a request.

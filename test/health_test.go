@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func healthEnv(t *testing.T, name string, allUnhealthy string, n int) (Env, []*h
 // stops receiving new connections within interval x unhealthyThreshold +
 // timeout + 200 ms, and comes back after healthyThreshold successes.
 func TestHealthCheckRemovesAndRestoresEndpoint(t *testing.T) {
-	_, _, hs, ask := healthEnv(t, "checked", "FailOpen", 2)
+	e, bs, hs, ask := healthEnv(t, "checked", "FailOpen", 2)
 	// Both serve once both are healthy.
 	harness.Eventually(t, 3*time.Second, "both backends serve", func() error {
 		seen := map[string]bool{}
@@ -102,6 +103,22 @@ func TestHealthCheckRemovesAndRestoresEndpoint(t *testing.T) {
 		t.Fatalf("the failing endpoint received a new connection %v after its check failed; want at most %v", lastB, bound)
 	}
 	t.Logf("last connection to the failing endpoint %v after it failed (bound %v)", lastB, bound)
+	// GetServiceHealth shows this node's view, naming the failure.
+	h, err := e.API().GetServiceHealth(context.Background(), &portalv1.GetServiceHealthRequest{Name: "checked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]*portalv1.EndpointHealth{}
+	for _, eh := range h.GetEndpoints() {
+		states[eh.GetIp()] = eh
+		if eh.GetNode() != "gw-1" || eh.GetPort() != healthPort || eh.GetLastProbeTime() == nil {
+			t.Fatalf("endpoint health %v", eh)
+		}
+	}
+	if a, b := states[bs[0].Addr.Addr().String()], states[bs[1].Addr.Addr().String()]; len(states) != 2 ||
+		a.GetState() != "Healthy" || b.GetState() != "Unhealthy" || b.GetConsecutiveFailures() < 2 || !strings.Contains(b.GetLastError(), "503") {
+		t.Fatalf("health %v", h.GetEndpoints())
+	}
 	hs[1].ok.Store(true)
 	harness.Eventually(t, 3*time.Second, "the endpoint returns", func() error {
 		for i := 0; i < 10; i++ {

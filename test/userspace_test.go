@@ -55,7 +55,12 @@ func newUserspaceEnv(t *testing.T) Env {
 	if err := st.EnsureConfig(wctx); err != nil {
 		t.Fatal(err)
 	}
-	gs, _ := server.New(st, server.Options{})
+	proxy := userspace.New(userspace.Config{DrainGrace: time.Second})
+	agent := dataplane.NewAgent(dataplane.AgentConfig{
+		Source: st, Dataplane: proxy, HealthChecks: true,
+		Node: dataplane.Node{Name: "gw-1", Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
+	})
+	gs, _ := server.New(st, server.Options{Health: agent, NodeID: "gw-1"})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -65,11 +70,6 @@ func newUserspaceEnv(t *testing.T) Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := userspace.New(userspace.Config{DrainGrace: time.Second})
-	agent := dataplane.NewAgent(dataplane.AgentConfig{
-		Source: st, Dataplane: proxy, HealthChecks: true,
-		Node: dataplane.Node{Name: "gw-1", Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
-	})
 	done := make(chan struct{})
 	go func() { agent.Run(ctx); close(done) }()
 	t.Cleanup(func() {

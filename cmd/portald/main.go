@@ -147,8 +147,21 @@ func run(ctx context.Context, cfg *config) error {
 		httpLis.Close()
 		return err
 	}
+	if cfg.Dataplane != "iptables" {
+		removeStaleIPTables(log)
+	}
+	dp := newDataplane(cfg, log, reg)
+	var agent *dataplane.Agent
+	var health server.HealthSource
+	if dp != nil {
+		agent = dataplane.NewAgent(dataplane.AgentConfig{
+			Source: store, Dataplane: dp, Logger: log, Registerer: reg, ResyncInterval: cfg.ResyncInterval, HealthChecks: true,
+			Node: dataplane.Node{Name: cfg.NodeID, Addresses: cfg.nodeAddrs()},
+		})
+		health = agent
+	}
 	gs, hs := server.New(store, server.Options{Logger: log, Registerer: reg, NodeID: cfg.NodeID, ServerOptions: serverOpts,
-		ForwardDialOptions: []grpc.DialOption{grpc.WithTransportCredentials(dialCreds)}})
+		Health: health, ForwardDialOptions: []grpc.DialOption{grpc.WithTransportCredentials(dialCreds)}})
 	httpSrv := &http.Server{Handler: server.NewHTTPHandler(store.Ready, reg, cfg.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
@@ -165,15 +178,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	agentDone := make(chan struct{})
-	if cfg.Dataplane != "iptables" {
-		removeStaleIPTables(log)
-	}
-	dp := newDataplane(cfg, log, reg)
-	if dp != nil {
-		agent := dataplane.NewAgent(dataplane.AgentConfig{
-			Source: store, Dataplane: dp, Logger: log, Registerer: reg, ResyncInterval: cfg.ResyncInterval, HealthChecks: true,
-			Node: dataplane.Node{Name: cfg.NodeID, Addresses: cfg.nodeAddrs()},
-		})
+	if agent != nil {
 		go func() { agent.Run(agentCtx); close(agentDone) }()
 	} else {
 		close(agentDone)

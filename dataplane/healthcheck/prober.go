@@ -155,6 +155,19 @@ func (p *Prober) State(addr netip.AddrPort, check Check) string {
 	return l.st.State
 }
 
+// Status returns the status of addr under check, if it is probed.
+func (p *Prober) Status(addr netip.AddrPort, check Check) (Status, bool) {
+	p.mu.Lock()
+	l := p.loops[key{addr, check}]
+	p.mu.Unlock()
+	if l == nil {
+		return Status{}, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st, true
+}
+
 // Statuses returns every loop's status.
 func (p *Prober) Statuses() []Status {
 	p.mu.Lock()
