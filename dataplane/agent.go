@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,7 +61,8 @@ type Agent struct {
 	syncedMu sync.Mutex
 	synced   uint64 // revision of the last successful sync
 
-	prober *healthcheck.Prober // nil without health checks
+	prober  *healthcheck.Prober // nil without health checks
+	hcPorts *healthcheck.NodePortServer
 }
 
 // NewAgent returns an agent; Run starts it.
@@ -79,6 +81,7 @@ func NewAgent(cfg AgentConfig) *Agent {
 		services: map[string]*portalv1.Service{}, endpoints: map[string]*portalv1.Endpoints{},
 		trigger: make(chan struct{}, 1),
 	}
+	a.hcPorts = healthcheck.NewNodePortServer(cfg.Logger)
 	if cfg.HealthChecks {
 		// A transition reconciles at once, not at the next resync.
 		a.prober = healthcheck.New(healthcheck.Config{OnTransition: a.kick, Logger: cfg.Logger, Registerer: cfg.Registerer})
@@ -132,6 +135,27 @@ func (a *Agent) Run(ctx context.Context) {
 	if a.prober != nil {
 		a.prober.Stop()
 	}
+	a.hcPorts.Close()
+}
+
+// healthNodePorts derives the healthCheckNodePort listeners from desired:
+// one per node address and port, counting the endpoints this node serves
+// for the service's external traffic.
+func (a *Agent) healthNodePorts(d *Desired) map[netip.AddrPort]healthcheck.NodePortEntry {
+	out := map[netip.AddrPort]healthcheck.NodePortEntry{}
+	for _, v := range d.Servers {
+		if v.HealthCheckNodePort == 0 {
+			continue
+		}
+		ns, name, _ := strings.Cut(v.Service, "/")
+		for _, addr := range a.cfg.Node.Addresses {
+			k := netip.AddrPortFrom(addr, v.HealthCheckNodePort)
+			if e, ok := out[k]; !ok || len(v.Backends) < e.LocalEndpoints {
+				out[k] = healthcheck.NodePortEntry{Namespace: ns, Name: name, LocalEndpoints: len(v.Backends)}
+			}
+		}
+	}
+	return out
 }
 
 // SyncedRevision is the state revision last programmed successfully.
@@ -326,6 +350,9 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		failures = 0
 		if !pending.IsZero() {
 			a.m.writeToProgrammed.Observe(last.Sub(pending).Seconds())
+		}
+		if err := a.hcPorts.Update(a.healthNodePorts(desired)); err != nil {
+			a.log.Warn("health check node ports", "err", err)
 		}
 		a.m.servers.Set(float64(len(desired.Servers)))
 		a.m.lastSync.Set(float64(last.Unix()))

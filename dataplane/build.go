@@ -86,6 +86,9 @@ func BuildWithHealth(services []*portalv1.Service, endpoints map[string]*portalv
 				}
 				if kind != KindClusterIP {
 					v.Local, v.Backends = local, external
+					if local {
+						v.HealthCheckNodePort = uint16(spec.GetHealthCheckNodePort())
+					}
 				}
 				if kind == KindLoadBalancer {
 					v.SourceRanges = ranges

@@ -53,8 +53,11 @@ type VirtualServer struct {
 	SourceRanges []netip.Prefix
 	// Local is externalTrafficPolicy Local on an external frontend:
 	// preserve the client address.
-	Local    bool
-	Backends []Backend
+	Local bool
+	// HealthCheckNodePort is the service's healthCheckNodePort (on external
+	// frontends of LoadBalancer services with externalTrafficPolicy Local).
+	HealthCheckNodePort uint16
+	Backends            []Backend
 }
 
 // Backend is one ready endpoint.

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -163,5 +164,47 @@ func TestAllUnhealthyFailOpenAndRefuse(t *testing.T) {
 			_ = e
 			var _ = context.Background
 		})
+	}
+}
+
+// TestHealthCheckNodePort: a LoadBalancer service with
+// externalTrafficPolicy Local answers on its healthCheckNodePort with the
+// count of endpoints this node serves, 503 when none.
+func TestHealthCheckNodePort(t *testing.T) {
+	e := newUserspaceEnv(t)
+	here, there := e.Backend(t, "here"), e.Backend(t, "there")
+	svc := service("hcnp", "LoadBalancer", tcpPort("http", 8210))
+	svc.Spec.ExternalTrafficPolicy = "Local"
+	s := applyService(t, e, svc)
+	hc := s.GetSpec().GetHealthCheckNodePort()
+	if hc == 0 {
+		t.Fatal("no healthCheckNodePort allocated")
+	}
+	sub := func(bs map[*harness.Backend]string) []*portalv1.EndpointSubset {
+		var out []*portalv1.EndpointSubset
+		for b, node := range bs {
+			out = append(out, &portalv1.EndpointSubset{
+				Addresses: []*portalv1.EndpointAddress{{Ip: b.Addr.Addr().String(), NodeName: node}},
+				Ports:     []*portalv1.EndpointPort{{Name: "http", Port: int32(b.Addr.Port())}}})
+		}
+		return out
+	}
+	get := func() (int, string) {
+		resp, err := http.Get(fmt.Sprintf("http://%s:%d/healthz", e.NodeAddr(), hc))
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		var body strings.Builder
+		_, _ = io.Copy(&body, resp.Body)
+		return resp.StatusCode, body.String()
+	}
+	putEndpoints(t, e, "hcnp", sub(map[*harness.Backend]string{here: "gw-1", there: "gw-2"})...)
+	if code, body := get(); code != 200 || !strings.Contains(body, `"localEndpoints":1`) || !strings.Contains(body, `"name":"hcnp"`) {
+		t.Fatalf("with a local endpoint: %d %s", code, body)
+	}
+	putEndpoints(t, e, "hcnp", sub(map[*harness.Backend]string{there: "gw-2"})...)
+	if code, body := get(); code != 503 || !strings.Contains(body, `"localEndpoints":0`) {
+		t.Fatalf("without local endpoints: %d %s", code, body)
 	}
 }
