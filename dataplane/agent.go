@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,7 @@ type Agent struct {
 
 	syncedMu sync.Mutex
 	synced   uint64 // revision of the last successful sync
+	syncs    atomic.Uint64
 
 	prober  *healthcheck.Prober // nil without health checks
 	hcPorts *healthcheck.NodePortServer
@@ -157,6 +159,9 @@ func (a *Agent) healthNodePorts(d *Desired) map[netip.AddrPort]healthcheck.NodeP
 	}
 	return out
 }
+
+// Syncs counts the dataplane syncs run so far.
+func (a *Agent) Syncs() uint64 { return a.syncs.Load() }
 
 // SyncedRevision is the state revision last programmed successfully.
 func (a *Agent) SyncedRevision() uint64 {
@@ -325,6 +330,7 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		}
 		start := time.Now()
 		err := a.cfg.Dataplane.Sync(ctx, desired)
+		a.syncs.Add(1)
 		last = time.Now()
 		a.m.syncDuration.Observe(last.Sub(start).Seconds())
 		resync.Reset(a.cfg.ResyncInterval)

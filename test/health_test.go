@@ -208,3 +208,32 @@ func TestHealthCheckNodePort(t *testing.T) {
 		t.Fatalf("without local endpoints: %d %s", code, body)
 	}
 }
+
+// TestFlappingCausesNoMoreReconcilesThanTransitions: an endpoint whose
+// check flaps triggers at most one dataplane sync per transition.
+func TestFlappingCausesNoMoreReconcilesThanTransitions(t *testing.T) {
+	e, _, hs, _ := healthEnv(t, "flappy", "FailOpen", 2)
+	agent := e.(*userspaceEnv).agent
+	time.Sleep(300 * time.Millisecond) // settle: both healthy
+	syncs0, trans0 := agent.Syncs(), agent.Prober().Transitions()
+	stop := time.After(2 * time.Second)
+	tick := time.NewTicker(130 * time.Millisecond)
+	defer tick.Stop()
+	for flip := false; ; flip = !flip {
+		select {
+		case <-stop:
+			time.Sleep(300 * time.Millisecond)
+			syncs, trans := agent.Syncs()-syncs0, agent.Prober().Transitions()-trans0
+			if trans < 4 {
+				t.Fatalf("only %d transitions: the endpoint did not flap", trans)
+			}
+			if syncs > trans {
+				t.Fatalf("%d syncs for %d transitions", syncs, trans)
+			}
+			t.Logf("%d transitions, %d syncs", trans, syncs)
+			return
+		case <-tick.C:
+			hs[1].ok.Store(flip)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,7 +90,12 @@ type Prober struct {
 	m     *metrics
 	mu    sync.Mutex
 	loops map[key]*loop
+
+	transitions atomic.Uint64
 }
+
+// Transitions counts healthy <-> unhealthy changes so far.
+func (p *Prober) Transitions() uint64 { return p.transitions.Load() }
 
 type loop struct {
 	t      Target
@@ -242,6 +248,7 @@ func (p *Prober) record(l *loop, start time.Time, err error) {
 	// endpoints are already served.
 	if from != to && !(from == Unknown && to == Healthy) {
 		p.m.transitions.WithLabelValues(l.t.Service, to).Inc()
+		p.transitions.Add(1)
 		p.log.Info("endpoint health changed", "service", l.t.Service, "endpoint", l.t.Addr, "check", l.t.Check.Type, "from", from, "to", to, "error", errOr(err))
 		if p.cfg.OnTransition != nil {
 			p.cfg.OnTransition()
