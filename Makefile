@@ -53,6 +53,7 @@ bench:
 	$(GO) run ./bench/createsvc
 	bench/userspace/run.sh
 	bench/iptables/run.sh
+	bench/healthcheck/run.sh
 	$(MAKE) build && cd bench/etcd && $(GO) run . -portald $(BIN)/portald
 
 # A longer linearizability run (the test suite runs 10,000 operations).
