@@ -227,7 +227,6 @@ func TestRemoveAndTransfer(t *testing.T) {
 	if err := target.s.RemoveNode(ctx, "nope"); status.Code(err) != codes.NotFound {
 		t.Fatalf("remove unknown: %v", err)
 	}
-	var _ = portalv1.ServiceTypeClusterIP
 }
 
 // TestRecoverAfterQuorumLoss: two of three nodes are lost for good; the

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	raftv1 "github.com/portal-lb/portal/proto/portal/raft/v1"
-	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
 
 // randomLog builds a mix of valid and conflicting commands.
@@ -155,5 +154,4 @@ func TestPoolEdges(t *testing.T) {
 	if p32.size() != 1 || p32.addr(p32.lo).String() != "198.18.0.5" {
 		t.Fatal("/32")
 	}
-	var _ = portalv1.ServiceTypeClusterIP
 }

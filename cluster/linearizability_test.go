@@ -19,8 +19,6 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	portalv1 "github.com/portal-lb/portal/proto/portal/v1"
 )
 
 // faultNet connects in-process raft nodes over real TCP, and can cut pairs
@@ -362,7 +360,6 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	if len(history) < target*9/10 {
 		t.Fatalf("only %d operations recorded", len(history))
 	}
-	var _ = portalv1.ServiceTypeClusterIP
 }
 
 // isNotLeader tells a refusal raised before proposing (safe to drop).

@@ -62,15 +62,6 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-func (f *forwarder) close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.conns = map[string]*grpc.ClientConn{}
-}
-
 // needsLeader reports whether req must run on the leader: writes, and
 // reads that ask for linearizability.
 func needsLeader(method string, req any) bool {

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -155,8 +154,6 @@ func (e *netnsEnv) AskUDP(t *testing.T, client int, addr netip.AddrPort) (harnes
 func TestNetnsUserspaceBehaviour(t *testing.T) {
 	runBehaviour(t, "userspace", func(t *testing.T) Env { return newNetnsEnv(t, "userspace") })
 }
-
-var _ = context.Background
 
 // TestNetnsIPTablesBehaviour runs the behaviour table through a real
 // portald with the iptables dataplane in a gateway namespace.

@@ -1,7 +1,6 @@
 package healthcheck
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -163,5 +162,4 @@ func TestUDPExpect(t *testing.T) {
 	p.Update([]Target{{Addr: addr, Check: good}, {Addr: addr, Check: bad}})
 	waitState(t, p, addr, good, Healthy)
 	waitState(t, p, addr, bad, Unhealthy)
-	var _ = context.Background
 }
