@@ -110,9 +110,11 @@ type group struct {
 
 func (g *group) id() string { return g.service + ":" + g.port + "/" + g.proto }
 
-// match is "-d IP/32 -p proto -m proto --dport PORT".
-func (g *group) match(ip netip.Addr, port uint16) string {
-	return "-d " + ip.String() + "/32 -p " + g.proto + " -m " + g.proto + " --dport " + strconv.Itoa(int(port))
+// frontend matches a frontend, commented, in the order iptables-save
+// prints rules (addresses and protocol first, then the matches in order),
+// so that what the kernel holds reads exactly as what was written.
+func (g *group) frontend(prefix string, ip netip.Addr, port uint16) string {
+	return prefix + "-d " + ip.String() + "/32 -p " + g.proto + " " + g.comment + " -m " + g.proto + " --dport " + strconv.Itoa(int(port))
 }
 
 // rule appends a pre-joined rule to a chain.
@@ -134,9 +136,10 @@ func Build(d *dataplane.Desired, o Options) Ruleset {
 	}
 	r.chain(tableFilter, chainFirewall)
 	r.chain(tableNAT, chainNodePorts)
-	r.add(tableNAT, chainMarkMasq, "-j", "MARK", "--or-mark", masqMark)
+	// --set-xmark is how iptables-save prints --or-mark (v/v) and --xor-mark (v/0).
+	r.add(tableNAT, chainMarkMasq, "-j", "MARK", "--set-xmark", masqMark+"/"+masqMark)
 	r.add(tableNAT, chainPostrouting, "-m", "mark", "!", "--mark", masqMark+"/"+masqMark, "-j", "RETURN")
-	r.add(tableNAT, chainPostrouting, "-j", "MARK", "--xor-mark", masqMark)
+	r.add(tableNAT, chainPostrouting, "-j", "MARK", "--set-xmark", masqMark+"/0x0")
 	r.add(tableNAT, chainPostrouting, "-m", "comment", "--comment", `"portal service traffic requiring SNAT"`, "-j", "MASQUERADE", "--random-fully")
 
 	groups := map[string]*group{}
@@ -169,15 +172,15 @@ func Build(d *dataplane.Desired, o Options) Ruleset {
 		g := groups[k]
 		svcChain := hashName("PORTAL-SVC-", g.id())
 		if v := g.cluster; v != nil {
-			m := g.comment + " " + g.match(v.Frontend.Addr(), v.Frontend.Port())
+			m := g.frontend("", v.Frontend.Addr(), v.Frontend.Port())
 			if len(backends4(v)) == 0 {
-				r.rule(tableFilter, chainServices, m+" -j REJECT")
+				r.rule(tableFilter, chainServices, m+" -j REJECT --reject-with icmp-port-unreachable")
 			} else {
 				r.balance(g, svcChain, v, backends4(v))
 				if o.MasqueradeAll {
 					r.rule(tableNAT, chainServices, m+" -j "+chainMarkMasq)
 				} else if masqueradeFrom != "" {
-					r.rule(tableNAT, chainServices, g.comment+" "+masqueradeFrom+g.match(v.Frontend.Addr(), v.Frontend.Port())+" -j "+chainMarkMasq)
+					r.rule(tableNAT, chainServices, g.frontend(masqueradeFrom, v.Frontend.Addr(), v.Frontend.Port())+" -j "+chainMarkMasq)
 				}
 				r.rule(tableNAT, chainServices, m+" -j "+svcChain)
 			}
@@ -205,9 +208,9 @@ func Build(d *dataplane.Desired, o Options) Ruleset {
 			}
 		}
 		for _, v := range g.external {
-			m := g.comment + " " + g.match(v.Frontend.Addr(), v.Frontend.Port())
+			m := g.frontend("", v.Frontend.Addr(), v.Frontend.Port())
 			if len(extBackends) == 0 {
-				r.rule(tableFilter, chainServices, m+" -j REJECT")
+				r.rule(tableFilter, chainServices, m+" -j REJECT --reject-with icmp-port-unreachable")
 				continue
 			}
 			if v.Kind == dataplane.KindNodePort {
@@ -219,12 +222,12 @@ func Build(d *dataplane.Desired, o Options) Ruleset {
 				fw := hashName("PORTAL-FW-", g.id(), v.Frontend.String())
 				for _, p := range v.SourceRanges {
 					if p.Addr().Is4() {
-						r.rule(tableFilter, fw, g.comment+" -s "+p.String()+" -j RETURN")
+						r.rule(tableFilter, fw, "-s "+p.String()+" "+g.comment+" -j RETURN")
 					}
 				}
 				r.rule(tableFilter, fw, g.comment+" -j DROP")
-				r.rule(tableFilter, chainFirewall, g.comment+" -p "+g.proto+" -m conntrack --ctorigdst "+v.Frontend.Addr().String()+
-					"/32 --ctorigdstport "+strconv.Itoa(int(v.Frontend.Port()))+" -j "+fw)
+				r.rule(tableFilter, chainFirewall, "-p "+g.proto+" "+g.comment+" -m conntrack --ctorigdst "+v.Frontend.Addr().String()+
+					" --ctorigdstport "+strconv.Itoa(int(v.Frontend.Port()))+" -j "+fw)
 			}
 		}
 	}
@@ -259,7 +262,7 @@ func (r Ruleset) balance(g *group, chain string, v *dataplane.VirtualServer, bac
 	if v.Affinity > 0 {
 		secs := strconv.Itoa(int(v.Affinity.Seconds()))
 		for _, sep := range seps {
-			r.rule(tableNAT, chain, g.comment+" -m recent --name "+sep+" --rcheck --seconds "+secs+" --reap -j "+sep)
+			r.rule(tableNAT, chain, g.comment+" -m recent --rcheck --seconds "+secs+" --reap --name "+sep+" --mask 255.255.255.255 --rsource -j "+sep)
 		}
 	}
 	n := len(seps)
@@ -282,12 +285,12 @@ func (r Ruleset) sep(g *group, chain string, b netip.AddrPort, affinity time.Dur
 		return
 	}
 	// Hairpin: a backend reaching itself through the service is masqueraded.
-	r.rule(tableNAT, chain, g.comment+" -s "+b.Addr().String()+"/32 -j "+chainMarkMasq)
+	r.rule(tableNAT, chain, "-s "+b.Addr().String()+"/32 "+g.comment+" -j "+chainMarkMasq)
 	recent := ""
 	if affinity > 0 {
-		recent = " -m recent --name " + chain + " --set"
+		recent = " -m recent --set --name " + chain + " --mask 255.255.255.255 --rsource"
 	}
-	r.rule(tableNAT, chain, g.comment+" -p "+g.proto+recent+" -m "+g.proto+" -j DNAT --to-destination "+b.String())
+	r.rule(tableNAT, chain, "-p "+g.proto+" "+g.comment+recent+" -m "+g.proto+" -j DNAT --to-destination "+b.String())
 }
 
 // Restore renders the iptables-restore input for the given chains of a
