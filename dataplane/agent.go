@@ -188,31 +188,45 @@ func (a *Agent) changed(rv uint64, when time.Time) {
 	a.kick()
 }
 
+// event is what the agent needs of a watch response of either kind.
+type event[T any] struct {
+	typ    string
+	rv     uint64
+	when   *timestamppb.Timestamp
+	key    string
+	object T
+}
+
+// apply folds one watch event into cache (*cache is replaced whole when
+// the initial list completes). Called with a.mu held.
+func apply[T any](a *Agent, cache *map[string]T, fresh map[string]T, listing *bool, e event[T]) {
+	switch {
+	case e.typ == portalv1.EventBookmark:
+		if *listing {
+			*listing = false
+			*cache = fresh
+			a.listed++
+			a.changed(e.rv, time.Time{})
+		}
+	case *listing:
+		fresh[e.key] = e.object
+	case e.typ == portalv1.EventDeleted:
+		delete(*cache, e.key)
+		a.changed(e.rv, writeTime(e.when))
+	default:
+		(*cache)[e.key] = e.object
+		a.changed(e.rv, writeTime(e.when))
+	}
+}
+
 func (a *Agent) watchServices(ctx context.Context) {
 	watchLoop(ctx, a.log, "services", func() error {
-		fresh := map[string]*portalv1.Service{}
-		listing := true
+		fresh, listing := map[string]*portalv1.Service{}, true
 		return a.cfg.Source.WatchServices(ctx, "", 0, func(r *portalv1.WatchServicesResponse) error {
 			a.mu.Lock()
 			defer a.mu.Unlock()
-			k := key(r.GetService().GetMetadata())
-			switch {
-			case r.GetType() == portalv1.EventBookmark:
-				if listing {
-					listing = false
-					a.services = fresh
-					a.listed++
-					a.changed(r.GetResourceVersion(), time.Time{})
-				}
-			case listing:
-				fresh[k] = r.GetService()
-			case r.GetType() == portalv1.EventDeleted:
-				delete(a.services, k)
-				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
-			default:
-				a.services[k] = r.GetService()
-				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
-			}
+			apply(a, &a.services, fresh, &listing, event[*portalv1.Service]{typ: r.GetType(), rv: r.GetResourceVersion(),
+				when: r.GetWriteTime(), key: key(r.GetService().GetMetadata()), object: r.GetService()})
 			return nil
 		})
 	})
@@ -220,29 +234,12 @@ func (a *Agent) watchServices(ctx context.Context) {
 
 func (a *Agent) watchEndpoints(ctx context.Context) {
 	watchLoop(ctx, a.log, "endpoints", func() error {
-		fresh := map[string]*portalv1.Endpoints{}
-		listing := true
+		fresh, listing := map[string]*portalv1.Endpoints{}, true
 		return a.cfg.Source.WatchEndpoints(ctx, "", 0, func(r *portalv1.WatchEndpointsResponse) error {
 			a.mu.Lock()
 			defer a.mu.Unlock()
-			k := key(r.GetEndpoints().GetMetadata())
-			switch {
-			case r.GetType() == portalv1.EventBookmark:
-				if listing {
-					listing = false
-					a.endpoints = fresh
-					a.listed++
-					a.changed(r.GetResourceVersion(), time.Time{})
-				}
-			case listing:
-				fresh[k] = r.GetEndpoints()
-			case r.GetType() == portalv1.EventDeleted:
-				delete(a.endpoints, k)
-				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
-			default:
-				a.endpoints[k] = r.GetEndpoints()
-				a.changed(r.GetResourceVersion(), writeTime(r.GetWriteTime()))
-			}
+			apply(a, &a.endpoints, fresh, &listing, event[*portalv1.Endpoints]{typ: r.GetType(), rv: r.GetResourceVersion(),
+				when: r.GetWriteTime(), key: key(r.GetEndpoints().GetMetadata()), object: r.GetEndpoints()})
 			return nil
 		})
 	})
