@@ -136,7 +136,7 @@ func TestHealthCheckRemovesAndRestoresEndpoint(t *testing.T) {
 func TestAllUnhealthyFailOpenAndRefuse(t *testing.T) {
 	for _, mode := range []string{"FailOpen", "Refuse"} {
 		t.Run(mode, func(t *testing.T) {
-			e, _, hs, ask := healthEnv(t, "all-"+map[string]string{"FailOpen": "open", "Refuse": "refuse"}[mode], mode, 2)
+			_, _, hs, ask := healthEnv(t, "all-"+map[string]string{"FailOpen": "open", "Refuse": "refuse"}[mode], mode, 2)
 			harness.Eventually(t, 3*time.Second, "served", func() error {
 				if got := ask(); got != "a" && got != "b" {
 					return fmt.Errorf("%s", got)
@@ -161,7 +161,6 @@ func TestAllUnhealthyFailOpenAndRefuse(t *testing.T) {
 					t.Fatalf("Refuse: still served by %v", seen)
 				}
 			}
-			_ = e
 		})
 	}
 }
